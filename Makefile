@@ -1,0 +1,48 @@
+# The two commands: `make run` (the whole pipeline on the default data) and `make test`.
+# Both create .venv when missing and (re)install only when pyproject.toml or requirements.lock changed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Quiet pip: the machine's extra file indexes print a warning per missing package.
+PIP_FLAGS := --quiet --disable-pip-version-check --no-input
+
+.PHONY: run test lint format lock pipeline remote clean-venv
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing bodymap into $(VENV) (first time: a few minutes)"
+	@$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements.lock -e '.[pipeline,dev]' > $(VENV)/pip.log 2>&1 \
+		|| { grep -v "is ignored: it is neither" $(VENV)/pip.log | tail -40; echo "pip install failed (full log: $(VENV)/pip.log)"; exit 1; }
+	@$(BIN)/python -c "import bodymap" || { echo "install failed: bodymap does not import"; exit 1; }
+	@$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Re-resolve the pinned versions from pyproject.toml (needs the registries).
+lock:
+	rm -rf /tmp/bodymap-lock && $(PYTHON) -m venv /tmp/bodymap-lock
+	/tmp/bodymap-lock/bin/pip install $(PIP_FLAGS) '.[pipeline,dev]' > /tmp/bodymap-lock/pip.log 2>&1 \
+		|| { tail -40 /tmp/bodymap-lock/pip.log; exit 1; }
+	/tmp/bodymap-lock/bin/pip check
+	{ head -2 requirements.lock; /tmp/bodymap-lock/bin/pip freeze | grep -v '^bodymap'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,90 @@
+"""`bodymap <command> ...`: the one entry point people, DVC stages and KFP components call.
+
+Each command lives in a module exposing `add_arguments(parser)` and `main(args, params) -> int | None`.
+Modules are imported only when their command runs, so `bodymap --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from bodymap.config import Params, load_params
+from bodymap.errors import BodymapError
+from bodymap.log import setup_logging
+
+log = logging.getLogger("bodymap")
+
+# command -> (module, one-line help). Order is the order of `bodymap --help` (pipeline order).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "params": ("bodymap.params_cli", "check a params file against the schema, or print the defaults"),
+    "template": ("bodymap.template.stage", "build the body template: charts, colour code, geodesics, LBO basis"),
+}
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument(
+        "--params", type=Path, default=None, help="params file (default: ./params.yaml if present, else built-in)"
+    )
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. --set render.image_size=128 (repeatable)",
+    )
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return common
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bodymap",
+        description="BodyMap dense human correspondences: the pipeline stages and tools.",
+        epilog="Run `bodymap <command> --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    common = common_options()
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(cmd)
+            cmd.set_defaults(_module=module)
+    return parser
+
+
+def resolve_params(params_path: Path | None, overrides: list[str]) -> Params:
+    """Params from the given file, else ./params.yaml when present, else the built-in defaults; then overrides."""
+    if params_path is None and Path("params.yaml").exists():
+        params_path = Path("params.yaml")
+    return load_params(params_path, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        params = None if getattr(args._module, "OWN_PARAMS", False) else resolve_params(args.params, args.overrides)
+        code = args._module.main(args, params)
+    except BodymapError as exc:
+        print(f"bodymap {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bodymap {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""The params schema: one strict section per stage, loading from YAML, command-line overrides and error messages.
+
+Every key is declared here. Unknown keys, wrong types and out-of-range values are rejected with the key's full
+path, the bad value and what was expected, e.g. `render.image_size: expected a positive int, got "big"`.
+Stages receive their own section; `build_*` functions in the library translate a section into explicit keyword
+arguments, so no module below the CLI ever sees the whole config.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bodymap.errors import BodymapError
+
+STAGES = ("template", "render", "cse_init", "pseudo_gt", "pretrain", "finetune", "evaluate", "register")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys and type coercions are errors; values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Range(Strict):
+    """A closed interval [lo, hi] to sample from uniformly."""
+
+    lo: float
+    hi: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.lo > self.hi:
+            raise ValueError(f"lo ({self.lo}) must not exceed hi ({self.hi})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------- template
+class AnnyShape(Strict):
+    """Anny phenotype values in [0, 1]; 0.5 everywhere is Anny's neutral adult."""
+
+    gender: Probability = 0.5
+    age: Probability = 0.5
+    muscle: Probability = 0.5
+    weight: Probability = 0.5
+    height: Probability = 0.5
+    proportions: Probability = 0.5
+
+
+class MeshTemplate(Strict):
+    """Another template (e.g. SMPL with DensePose's UV data): a mesh file and a per-vertex chart file."""
+
+    path: str | None = None
+    charts: str | None = None
+    name: str = "custom"
+
+
+class Geodesics(Strict):
+    """How all-pairs geodesic distances are stored.
+
+    dense: the full [V, V] float16 matrix from the heat method (exact up to the method and float16 rounding).
+    landmarks: distances from `landmarks` farthest-point samples to every vertex ([K, V] float16); a pair is
+    looked up through the nearer endpoint's sample (error bounded by the sampling radius).
+    """
+
+    mode: Literal["dense", "landmarks"] = "dense"
+    landmarks: PositiveInt = 1024
+    workers: PositiveInt = 2
+
+
+class TemplateParams(Strict):
+    source: Literal["anny", "mesh"] = "anny"
+    anny_topology: str = "anny"
+    shape: AnnyShape = AnnyShape()
+    mesh: MeshTemplate = MeshTemplate()
+    geodesics: Geodesics = Geodesics()
+    lbo_k: PositiveInt = 64
+    picture_size: PositiveInt = 512
+
+
+# ----------------------------------------------------------------------------------------------------------- render
+class CameraParams(Strict):
+    distance_m: Range = Range(lo=2.2, hi=4.0)
+    elevation_deg: Range = Range(lo=-10.0, hi=25.0)
+    azimuth_deg: Range = Range(lo=-180.0, hi=180.0)
+    roll_deg: Range = Range(lo=-8.0, hi=8.0)
+    fov_deg: Range = Range(lo=35.0, hi=55.0)
+    upper_body_fraction: Probability = 0.15
+
+
+class AppearanceParams(Strict):
+    top_probability: Probability = 0.8
+    loose_top_probability: Probability = 0.4
+    trousers_probability: Probability = 0.6
+    skirt_probability: Probability = 0.2
+    hair_probability: Probability = 0.8
+    background_dir: str | None = None
+
+
+class CocoLikeParams(Strict):
+    """The crowded, degraded split written only as sparse DensePose-COCO annotations."""
+
+    train_images: NonNegInt = 60
+    val_images: NonNegInt = 30
+    max_people: PositiveInt = 4
+    points_per_person: PositiveInt = 100
+    blur_probability: Probability = 0.3
+    noise_std: NonNegFloat = 0.02
+    jpeg_quality: Range = Range(lo=40.0, hi=90.0)
+
+
+class VideoParams(Strict):
+    sequences: NonNegInt = 2
+    frames: PositiveInt = 24
+    labelled_every: PositiveInt = 4
+
+
+class RenderParams(Strict):
+    seed: NonNegInt = 0
+    image_size: PositiveInt = 128
+    workers: PositiveInt = 2
+    device: Device = "auto"
+    identities: PositiveInt = 40
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    train_images: NonNegInt = 400
+    test_images: NonNegInt = 60
+    crowd_fraction: Probability = 0.25
+    max_people: PositiveInt = 3
+    camera: CameraParams = CameraParams()
+    appearance: AppearanceParams = AppearanceParams()
+    coco_like: CocoLikeParams = CocoLikeParams()
+    video: VideoParams = VideoParams()
+
+
+# -------------------------------------------------------------------------------------------------------- training
+class TrainParams(Strict):
+    """One training run of the shared loop (`bodymap.train`)."""
+
+    steps: PositiveInt = 200
+    batch_size: PositiveInt = 8
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegFloat = 0.01
+    warmup_steps: NonNegInt = 20
+    grad_clip: NonNegFloat = 1.0
+    checkpoint_every: PositiveInt = 100
+    log_every: PositiveInt = 10
+    seed: NonNegInt = 0
+    device: Device = "auto"
+    amp: bool = True
+    workers: NonNegInt = 0
+
+
+class CseParams(Strict):
+    backbone: str = "resnet18"
+    embed_dim: PositiveInt = 16
+    sigma_geodesic_m: PositiveFloat = 0.05
+    sigma_embedding: PositiveFloat = 1.0
+    pixels_per_image: PositiveInt = 256
+    embed_weight: NonNegFloat = 1.0
+    foreground_weight: NonNegFloat = 1.0
+    flip_probability: Probability = 0.5
+    vertex_chunk: PositiveInt = 4096
+    train: TrainParams = TrainParams()
+
+
+class ModelParams(Strict):
+    """BodyMap network by registry name, with the few sizes worth changing from params."""
+
+    name: str = "bodymap_vit"
+    encoder: str = "vit_tiny_patch16_224"
+    features: PositiveInt = 64
+    out_indices: list[int] = [2, 5, 8, 11]
+
+
+class LossParams(Strict):
+    classification: NonNegFloat = 1.0
+    silhouette: NonNegFloat = 1.0
+    geodesic: NonNegFloat = 0.5
+    consistency: NonNegFloat = 0.1
+    consistency_references: PositiveInt = 100
+    hand_weight: PositiveFloat = 2.0
+    head_weight: PositiveFloat = 2.0
+
+
+class AugmentParams(Strict):
+    upper_body_crop: Probability = 0.1
+    rotation_deg: NonNegFloat = 15.0
+    hue: NonNegFloat = 0.05
+    saturation: NonNegFloat = 0.2
+    flip: Probability = 0.5
+
+
+class PretrainParams(Strict):
+    model: ModelParams = ModelParams()
+    losses: LossParams = LossParams()
+    augment: AugmentParams = AugmentParams()
+    train: TrainParams = TrainParams()
+
+
+class FlowParams(Strict):
+    """Slim DensePose label propagation along estimated optical flow."""
+
+    enabled: bool = True
+    window: PositiveInt = 3
+    method: Literal["dis", "farneback"] = "dis"
+    max_fb_error_px: PositiveFloat = 5.0
+
+
+class PseudoGtParams(Strict):
+    """Dense pseudo ground truth from sparse points + CSE. `coco_*` point to a real DensePose-COCO set."""
+
+    coco_annotations: str | None = None
+    coco_images: str | None = None
+    coco_val_annotations: str | None = None
+    coco_val_images: str | None = None
+    correction_sigma_px: PositiveFloat = 6.0
+    max_correction_m: PositiveFloat = 0.15
+    flow: FlowParams = FlowParams()
+
+
+class EquivarianceParams(Strict):
+    weight: NonNegFloat = 0.0
+    warp: Literal["flow", "tps"] = "flow"
+
+
+class FinetuneParams(Strict):
+    mode: Literal["none", "sparse", "dense"] = "dense"
+    use_flow_labels: bool = True
+    losses: LossParams = LossParams()
+    augment: AugmentParams = AugmentParams()
+    equivariance: EquivarianceParams = EquivarianceParams()
+    train: TrainParams = TrainParams(steps=100, lr=3e-4, warmup_steps=10)
+
+
+# ------------------------------------------------------------------------------------------------------- evaluate
+class EvaluateParams(Strict):
+    windows_px: list[PositiveInt] = [5, 10, 20]
+    geodesic_cm: list[PositiveFloat] = [5.0, 10.0, 20.0]
+    temporal_intervals: list[PositiveInt] = [1, 12, 120]
+    temporal_tau_cm: PositiveFloat = 5.0
+    max_detections: PositiveInt = 20
+    visualisations: NonNegInt = 4
+    device: Device = "auto"
+
+
+class RegisterParams(Strict):
+    model_name: str = "bodymap"
+    experiment: str = "bodymap"
+    primary_metric: str = "coco.gpsm_ap"
+    margin: NonNegFloat = 0.0
+    guard_metrics: dict[str, NonNegFloat] = {"coco.window_10px": 5.0}
+
+
+# BaseModel inherits an unrelated `register` (from ABCMeta); the stage name wins, so silence pydantic's warning.
+warnings.filterwarnings("ignore", message='Field name "register" in "Params" shadows', category=UserWarning)
+
+
+class Params(Strict):
+    """The whole params.yaml: one section per stage (names from DESIGN.md)."""
+
+    template: TemplateParams = TemplateParams()
+    render: RenderParams = RenderParams()
+    cse_init: CseParams = CseParams()
+    pseudo_gt: PseudoGtParams = PseudoGtParams()
+    pretrain: PretrainParams = PretrainParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register: RegisterParams = RegisterParams()
+
+
+# ------------------------------------------------------------------------------------------- loading and messages
+def _target_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, list[Any]] | None:
+    """(annotation, constraint metadata) of the value an error location points at, or None if unknown."""
+    annotation: Any = model
+    metadata: list[Any] = []
+    for key in loc:
+        origin = typing.get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and key in annotation.model_fields:
+            field = annotation.model_fields[key]
+            annotation, metadata = field.annotation, list(field.metadata)
+        elif origin in (list, dict) and typing.get_args(annotation):
+            annotation, metadata = typing.get_args(annotation)[-1], []
+        else:
+            return None
+        if typing.get_origin(annotation) is Annotated:
+            base, *extra = typing.get_args(annotation)
+            annotation = base
+            for item in extra:
+                metadata += list(getattr(item, "metadata", [item]))
+    return annotation, metadata
+
+
+_TYPE_WORDS = {int: "int", float: "number", str: "string", bool: "boolean (true/false)", type(None): "null"}
+
+
+def _describe_annotation(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_annotation(a) for a in typing.get_args(annotation))
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        return f"a list of {_describe_annotation(item)}s"
+    if origin is dict:
+        return "a mapping"
+    if origin is Annotated:
+        return _describe(*_unwrap(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"a mapping with keys {', '.join(annotation.model_fields)}"
+    word = _TYPE_WORDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    return word if word == "null" else f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    base, *extra = typing.get_args(annotation)
+    return base, [m for item in extra for m in getattr(item, "metadata", [item])]
+
+
+def _describe(annotation: Any, metadata: list[Any]) -> str:
+    """e.g. 'a positive int', 'a number in [0, 1]', 'one of "dense", "landmarks"'."""
+    base = _describe_annotation(annotation)
+    bounds = {type(m).__name__: m for m in metadata}
+    gt, ge, lt, le = (bounds.get(n) for n in ("Gt", "Ge", "Lt", "Le"))
+    article = "an " if base.startswith("an ") else "a "
+    if gt is not None and gt.gt == 0 and lt is None and le is None:
+        return "a positive " + base.removeprefix(article)
+    if ge is not None and ge.ge == 0 and lt is None and le is None:
+        return "a non-negative " + base.removeprefix(article)
+    if (gt or ge) and (lt or le):
+        left = f"({gt.gt}" if gt else f"[{ge.ge}"
+        right = f"{lt.lt})" if lt else f"{le.le}]"
+        return f"{base} in {left}, {right}"
+    return base
+
+
+def _format_error(error: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = tuple(error["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    got = json.dumps(error["input"], default=str) if error["type"] != "missing" else "nothing"
+    if error["type"] == "extra_forbidden":
+        parent = _target_at(model, loc[:-1])
+        owner = parent[0] if parent is not None else None
+        known = ", ".join(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else ""
+        return f"{path}: unknown key" + (f" (known keys here: {known})" if known else "")
+    if error["type"] == "value_error":
+        return f"{path}: {error['msg'].removeprefix('Value error, ')}, got {got}"
+    target = _target_at(model, loc)
+    expected = _describe(*target) if target is not None else error["msg"].removeprefix("Input should be ")
+    return f"{path}: expected {expected}, got {got}"
+
+
+def validate_params(data: Any, source: str = "params") -> Params:
+    """Validate a raw mapping against the schema; raise `BodymapError` naming the source file and every bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BodymapError(f"{source}: expected a mapping of stage sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        messages = [_format_error(e, Params) for e in exc.errors()]
+        raise BodymapError(f"{source}: " + "; ".join(messages)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse `a.b.c=value`; the value is read as YAML, so `128` is an int, `[1, 2]` a list and `null` None."""
+    if "=" not in text:
+        raise BodymapError(f"--set {text}: expected KEY.PATH=VALUE, e.g. render.image_size=128")
+    key, _, raw = text.partition("=")
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise BodymapError(f"--set {text}: empty key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise BodymapError(f"--set {text}: value is not valid YAML ({exc})") from None
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of raw params with every `KEY.PATH=VALUE` override set (validation happens afterwards)."""
+    data = json.loads(json.dumps(data or {}))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise BodymapError(f"--set {text}: {'.'.join(keys[: depth + 1])} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Load params from YAML (defaults when `path` is None or missing and not required), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BodymapError(f"{path}: cannot read params file ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise BodymapError(f"{path}: not valid YAML ({exc})") from None
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " with --set " + " ".join(overrides)
+    return validate_params(data, source)
+
+
+def default_params_dict() -> dict[str, Any]:
+    """The defaults as plain data, in schema order (what params.yaml starts from)."""
+    return Params().model_dump(mode="json")
+
+
+def section(params: Params, stage: str) -> dict[str, Any]:
+    """One stage's resolved parameters as plain data (what the stage records next to its outputs)."""
+    if stage not in STAGES:
+        raise KeyError(stage)
+    return getattr(params, stage).model_dump(mode="json")
+
+
+__all__ = [
+    "STAGES",
+    "Params",
+    "Range",
+    "apply_overrides",
+    "default_params_dict",
+    "load_params",
+    "section",
+    "validate_params",
+]

@@ -1,0 +1,49 @@
+"""The `bodymap` console script: help, params check exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bodymap.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "params" in result.stdout
+
+
+def test_params_check_accepts_defaults():
+    result = run_cli("params", "check", str(ROOT / "params.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_params_check_rejects_unknown_key_and_wrong_type(tmp_path):
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump({"render": {"image_sise": 64}}))
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({"render": {"image_size": "big"}}))
+    for path, key in ((unknown, "render.image_sise"), (wrong, "render.image_size")):
+        result = run_cli("params", "check", str(path))
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert key in lines[0] and str(path) in lines[0]
+        assert "Traceback" not in result.stderr
+
+
+def test_params_defaults_match_committed_file():
+    result = run_cli("params", "defaults")
+    assert result.returncode == 0
+    assert yaml.safe_load(result.stdout).keys() == yaml.safe_load((ROOT / "params.yaml").read_text()).keys()
