@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(BIN)/python -m pip check
 	@touch $(STAMP)
 
+# DVC stage commands call `bodymap`, so the venv's bin goes first on PATH.
 run: $(STAMP)
-	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 
 test: $(STAMP)
 	$(BIN)/ruff check .

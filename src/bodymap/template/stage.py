@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory of the template artifact")
+    parser.add_argument("--metrics", type=Path, default=None, help="also write the build figures here (DVC metrics)")
 
 
 def geodesic_error(template: BodyTemplate, geodesics: Geodesics, pairs: int = 200, seed: int = 0) -> dict[str, float]:
@@ -100,6 +101,8 @@ def build_template(p: TemplateParams, out: Path) -> dict[str, float]:
 
 def main(args: argparse.Namespace, params: Params) -> int:
     figures = build_template(params.template, args.out)
+    if args.metrics is not None:
+        write_json(args.metrics, figures)
     log.info("template written to %s: %s", args.out, figures)
     return 0
 
