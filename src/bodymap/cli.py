@@ -22,6 +22,7 @@ log = logging.getLogger("bodymap")
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("bodymap.params_cli", "check a params file against the schema, or print the defaults"),
     "template": ("bodymap.template.stage", "build the body template: charts, colour code, geodesics, LBO basis"),
+    "cluster": ("bodymap.cluster.cli", "print or submit a multi-node training job (TrainJob / PyTorchJob)"),
 }
 
 
