@@ -1,0 +1,152 @@
+"""The one place that talks to MLflow.
+
+Every stage run is an MLflow run in one experiment. When `BODYMAP_PIPELINE_RUN_ID` is set (by `make run`, or by
+the KFP pipeline), stage runs are nested under that pipeline run. The tracking URI is `MLFLOW_TRACKING_URI` when
+set, else the embedded default `sqlite:///<cwd>/mlflow.db`. SQLite allows one writer at a time, so every call
+retries on "database is locked" with jittered back-off instead of failing a stage.
+
+`Tracker(enabled=False)` (used off rank 0 in distributed training) turns every call into a no-op, so training code
+never branches on rank around logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PIPELINE_RUN_ENV = "BODYMAP_PIPELINE_RUN_ID"
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, else `sqlite:///<cwd>/mlflow.db`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return "database is locked" in text or "database table is locked" in text
+
+
+def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 10, **kwargs: Any) -> T:
+    """Call fn, retrying with jittered exponential back-off while SQLite reports the database locked."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not _is_locked(exc) or attempt == attempts - 1:
+                raise
+            delay = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+            log.debug("MLflow store locked, retrying in %.2f s (%s)", delay, exc)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+class Tracker:
+    """An MLflow run for one stage (or a no-op when disabled).
+
+    Args:
+        enabled: False turns every method into a no-op (non-zero ranks, tests that opt out).
+        experiment: MLflow experiment name.
+    """
+
+    def __init__(self, enabled: bool = True, experiment: str = "bodymap") -> None:
+        self.enabled = enabled and os.environ.get("BODYMAP_TRACKING", "1") != "0"
+        self.experiment = experiment
+        self.run_id: str | None = None
+        self._mlflow: Any = None
+
+    @property
+    def mlflow(self) -> Any:
+        if self._mlflow is None:
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri())
+            self._mlflow = mlflow
+        return self._mlflow
+
+    def start(self, name: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None) -> None:
+        """Start the run (nested under the pipeline run when one is active) and log flattened params."""
+        if not self.enabled:
+            return
+        mlflow = self.mlflow
+        experiment = with_retry(mlflow.set_experiment, self.experiment)
+        parent = os.environ.get(PIPELINE_RUN_ENV)
+        run = with_retry(
+            mlflow.start_run,
+            run_name=name,
+            experiment_id=experiment.experiment_id,
+            parent_run_id=parent or None,
+            tags=dict(tags or {}),
+        )
+        self.run_id = run.info.run_id
+        if params:
+            flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+            items = list(flat.items())
+            for i in range(0, len(items), 100):  # MLflow's batch limit
+                with_retry(mlflow.log_params, dict(items[i : i + 100]))
+        log.info("MLflow run %s (%s) in %s", self.run_id, name, tracking_uri())
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        clean = {k.replace("/", "."): float(v) for k, v in metrics.items() if v is not None and v == v}
+        with_retry(self.mlflow.log_metrics, clean, step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        with_retry(self.mlflow.set_tags, {k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        path = Path(path)
+        if path.is_dir():
+            with_retry(self.mlflow.log_artifacts, str(path), artifact_path)
+        elif path.exists():
+            with_retry(self.mlflow.log_artifact, str(path), artifact_path)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        with_retry(self.mlflow.log_dict, dict(data), artifact_file)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        with_retry(self.mlflow.end_run, status=status)
+        self.run_id = None
+
+    @contextlib.contextmanager
+    def run(
+        self, name: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+    ) -> Iterator[Tracker]:
+        """`with tracker.run("pretrain", params): ...` — ends FAILED when the block raises."""
+        self.start(name, params, tags)
+        try:
+            yield self
+        except BaseException:
+            self.end("FAILED")
+            raise
+        self.end("FINISHED")

@@ -1,0 +1,261 @@
+"""The one training loop, used by `cse_init`, `pretrain` and `finetune`. It reads top to bottom.
+
+torchrun-compatible DDP (gloo on CPU, NCCL on CUDA), AMP on CUDA, gradient clipping, cosine schedule with linear
+warm-up, a NaN guard, atomic checkpoints every N steps and at the end, and exact resume: every source of
+randomness is a function of (seed, step, rank) or (seed, epoch, sample), so a run resumed from its last checkpoint
+ends with the same weights as an uninterrupted one. Logging goes through `bodymap.tracking.Tracker`, which is a
+no-op off rank 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bodymap.errors import BodymapError
+from bodymap.log import progress
+from bodymap.tracking import Tracker
+from bodymap.train import distributed
+from bodymap.train.checkpoint import LAST, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class SampleDataset(Protocol):
+    """What the loop trains on: `sample(index, rng)` returns one example as a dict of tensors."""
+
+    def __len__(self) -> int: ...
+
+    def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]: ...
+
+
+# loss_fn(model, batch, generator) -> (total loss, {term: value}); the generator makes loss-side sampling
+# (random pixels, reference points) a function of the step.
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One run of the loop (built from a `TrainParams` section by `from_params`)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 0
+
+    @classmethod
+    def from_params(cls, params: Any) -> TrainConfig:
+        return cls(**params.model_dump())
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _EpochSampler(Sampler[int]):
+    """Deterministic shuffled keys `epoch * n + index`, this rank's share, from a given step onwards."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int, start_step: int) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.per_rank = n // world
+        self.batches_per_epoch = self.per_rank // batch_size
+        if self.batches_per_epoch == 0:
+            raise BodymapError(
+                f"training set too small: {n} examples for batch size {batch_size} on {world} process(es)"
+            )
+        self.start_step = start_step
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, skip = divmod(self.start_step, self.batches_per_epoch)
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            order = torch.randperm(self.n, generator=g)[self.rank :: self.world][: self.per_rank]
+            usable = order[: self.batches_per_epoch * self.batch_size]
+            for index in usable[skip * self.batch_size :].tolist():
+                yield epoch * self.n + index
+            epoch, skip = epoch + 1, 0
+
+
+class _Keyed(Dataset):
+    """Turns a sampler key into (index, per-sample RNG), so augmentations do not depend on resume points."""
+
+    def __init__(self, dataset: SampleDataset, seed: int) -> None:
+        self.dataset, self.seed, self.n = dataset, seed, len(dataset)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        epoch, index = divmod(key, self.n)
+        return self.dataset.sample(index, np.random.default_rng([self.seed, epoch, index]))
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up to 1 over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_ = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def train(
+    model: nn.Module,
+    dataset: SampleDataset,
+    loss_fn: LossFn,
+    config: TrainConfig,
+    out_dir: str | Path,
+    model_name: str,
+    model_args: dict[str, Any],
+    params: dict[str, Any] | None = None,
+    tracker: Tracker | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train `model` on `dataset` for `config.steps` optimiser steps; resume from `out_dir/last.pt` if present.
+
+    Args:
+        model: a freshly built model (its weights are replaced on resume or by `init_state`).
+        dataset: examples via `sample(index, rng)`; batches are stacked dicts of tensors.
+        loss_fn: see `LossFn`.
+        out_dir: checkpoint directory (`last.pt`, atomically replaced every `checkpoint_every` steps).
+        model_name, model_args: stored in checkpoints so the model can be rebuilt without the config.
+        params: resolved parameters stored in checkpoints.
+        tracker: MLflow run to log to (only rank 0 logs).
+        init_state: starting weights (e.g. the pretrained model for fine-tuning), ignored when resuming.
+        on_step: called after every step with (step, loss terms) — progress hooks, tests.
+    """
+    start_time = time.monotonic()
+    out_dir = Path(out_dir)
+    dist_info = distributed.setup(config.device)
+    device = dist_info.device
+    tracker = tracker if (tracker is not None and dist_info.is_main) else Tracker(enabled=False)
+    use_amp = config.amp and device.type == "cuda"
+
+    # Model, optimiser, schedule.
+    model = model.to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, config.steps, config.warmup_steps)
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    # Resume from the last checkpoint of this run, if any.
+    start_step = 0
+    ckpt_path = out_dir / LAST
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+        log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.steps)
+    if dist_info.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # Data: deterministic keys from the resume step onwards, this rank's share.
+    sampler = _EpochSampler(
+        len(dataset), config.batch_size, config.seed, dist_info.rank, dist_info.world_size, start_step
+    )
+    loader = DataLoader(
+        _Keyed(dataset, config.seed),
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.workers > 0,
+    )
+    batches = iter(loader)
+
+    def checkpoint(step: int) -> None:
+        if dist_info.is_main:
+            save_checkpoint(
+                ckpt_path,
+                model=unwrap(model).state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict(),
+                step=step,
+                model_name=model_name,
+                model_args=model_args,
+                params=params or {},
+            )
+        distributed.barrier(dist_info)
+
+    history: list[dict[str, float]] = []
+    window: dict[str, list[float]] = {}
+    model.train()
+    steps = range(start_step, config.steps)
+    for step in progress(steps, f"train {model_name}", total=len(steps), logger=log) if dist_info.is_main else steps:
+        # Every random draw of this step is a function of (seed, step, rank): resume-exact.
+        torch.manual_seed(config.seed * 1_000_003 + step * 101 + dist_info.rank)
+        generator = torch.Generator(device=device).manual_seed(config.seed * 7_777_777 + step * 31 + dist_info.rank)
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            loss, terms = loss_fn(model, batch, generator)
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+            raise BodymapError(
+                f"training {model_name}: non-finite loss at step {step} ({detail}); lower the learning rate "
+                f"({config.lr}) or check the inputs; the last good checkpoint is {ckpt_path}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+
+        terms = {"loss": float(loss.detach()), **terms, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
+        for key, value in terms.items():
+            window.setdefault(key, []).append(value)
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            means = {k: float(np.mean(v)) for k, v in window.items()}
+            history.append({"step": done, **means})
+            tracker.log_metrics({f"train/{k}": v for k, v in means.items()}, step=done)
+            log.debug("step %d: %s", done, means)
+            window = {}
+        if done % config.checkpoint_every == 0 and done < config.steps:
+            checkpoint(done)
+        if on_step is not None:
+            on_step(done, terms)
+
+    checkpoint(config.steps)
+    seconds = time.monotonic() - start_time
+    if dist_info.is_main:
+        log.info("trained %s to step %d in %.1f s", model_name, config.steps, seconds)
+    return TrainResult(step=config.steps, checkpoint=ckpt_path, history=history, seconds=seconds)

@@ -1,0 +1,85 @@
+"""The shared training loop: learning, exact resume after a crash, NaN guard, schedule, DDP under torchrun."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from toy_training import ToyData, toy_loss, toy_model
+
+from bodymap.errors import BodymapError
+from bodymap.train import TrainConfig, load_checkpoint, train
+from bodymap.train.loop import cosine_with_warmup
+
+CONFIG = TrainConfig(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, checkpoint_every=4, log_every=2, device="cpu")
+
+
+def test_loss_falls_and_checkpoint_holds_everything(tmp_path):
+    config = TrainConfig(steps=60, batch_size=8, lr=3e-2, warmup_steps=2, checkpoint_every=20, device="cpu")
+    result = train(toy_model(), ToyData(), toy_loss, config, tmp_path, "toy", {"hidden": 16}, params={"a": 1})
+    assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.3
+    state = load_checkpoint(result.checkpoint)
+    assert state["step"] == 60 and state["model_name"] == "toy" and state["model_args"] == {"hidden": 16}
+    assert state["params"] == {"a": 1} and "optimizer" in state and "scheduler" in state
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
+    reference = toy_model()
+    train(reference, ToyData(), toy_loss, CONFIG, tmp_path / "ref", "toy", {})
+
+    def crash_at_6(step: int, terms: dict) -> None:
+        if step == 6:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(toy_model(), ToyData(), toy_loss, CONFIG, tmp_path / "run", "toy", {}, on_step=crash_at_6)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
+    resumed = toy_model()
+    train(resumed, ToyData(), toy_loss, CONFIG, tmp_path / "run", "toy", {})
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_nan_guard_stops_with_a_clear_message(tmp_path):
+    def nan_loss(model, batch, generator):
+        return model(batch["x"]).sum() * float("nan"), {"mse": float("nan")}
+
+    with pytest.raises(BodymapError, match="non-finite loss at step 0 .*mse=nan"):
+        train(toy_model(), ToyData(), nan_loss, CONFIG, tmp_path, "toy", {})
+
+
+def test_too_small_dataset_is_reported(tmp_path):
+    with pytest.raises(BodymapError, match="training set too small: 64 examples for batch size 100"):
+        train(toy_model(), ToyData(), toy_loss, TrainConfig(steps=1, batch_size=100, lr=1e-3), tmp_path, "toy", {})
+
+
+def test_cosine_schedule_with_warmup():
+    values = [cosine_with_warmup(s, 100, 10) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[55] == pytest.approx(0.5, abs=0.02)
+    assert all(a >= b for a, b in itertools.pairwise(values[10:])) and values[-1] < 0.01
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_end_with_identical_weights(tmp_path):
+    script = Path(__file__).with_name("ddp_script.py")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    initial = toy_model().state_dict()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert not torch.equal(rank0[name], initial[name]), f"{name} did not train"
