@@ -82,7 +82,7 @@ def test_trainjob_runs_torchrun_on_n_nodes_by_g_gpus():
     assert trainer["command"] == ["torchrun", "--nnodes=4", "--nproc_per_node=8", "-m", "bodymap.cli", *ARGS]
     resources = trainer["resourcesPerNode"]
     assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 8
-    assert resources["requests"]["cpu"] == "8"
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == "8"
     assert resources["requests"]["memory"] == resources["limits"]["memory"] == "48Gi"
     # The torch runtime owns the rendezvous variables; the Trainer webhook rejects a TrainJob that sets them.
     assert not any(name.startswith("PET_") for name in _env_names(trainer["env"]))
@@ -179,8 +179,16 @@ def test_bad_inputs_are_errors_for_people():
         torchrun_command(1, 1, [])
 
 
-def test_cli_prints_the_manifest(capsys):
-    overrides = ["--set", "cluster.nodes=3", "--set", "cluster.launcher=pytorchjob"]
+def test_cli_prints_the_manifest(capsys, tmp_path):
+    (tmp_path / "params.yaml").write_text("{}\n")  # the built-in defaults, whatever ./params.yaml holds
+    overrides = [
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--set",
+        "cluster.nodes=3",
+        "--set",
+        "cluster.launcher=pytorchjob",
+    ]
     code = cli_main(["cluster", "manifest", *overrides, "--name", "bodymap-t", "--", "finetune", "--mode", "dense"])
     assert code == 0
     job = yaml.safe_load(capsys.readouterr().out)

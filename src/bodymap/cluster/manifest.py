@@ -97,9 +97,12 @@ def secret_env(cluster: ClusterParams) -> list[dict[str, Any]]:
 
 
 def _resources(cluster: ClusterParams) -> dict[str, Any]:
-    """Per-node requests and limits; GPUs (an extended resource) need requests equal to limits."""
+    """Per-node requests equal to limits (Guaranteed QoS; GPUs, an extended resource, need them equal anyway).
+
+    The CPU limit is explicit so the namespace LimitRange's small default never throttles the data loaders.
+    """
     requests: dict[str, Any] = {"cpu": cluster.cpu_per_node, "memory": cluster.memory_per_node}
-    limits: dict[str, Any] = {"memory": cluster.memory_per_node}
+    limits: dict[str, Any] = dict(requests)
     if cluster.gpus_per_node:
         requests[cluster.accelerator_type] = cluster.gpus_per_node
         limits[cluster.accelerator_type] = cluster.gpus_per_node
