@@ -1,0 +1,1 @@
+"""Continuous Surface Embeddings on any template: BodyMap's initialisation and the baseline row."""

@@ -1,0 +1,127 @@
+"""`bodymap cse_init`: train CSE on the rendered train split, infer on every image later stages read, and score
+the baseline row every BodyMap result is compared with."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bodymap.config import CseParams, Params
+from bodymap.cse.infer import infer_split, load_cse_model
+from bodymap.cse.loss import foreground_loss, sample_foreground_pixels, soft_embedding_loss
+from bodymap.cse.model import CseNet
+from bodymap.data.augment import AugmentConfig
+from bodymap.data.rendered import DenseDataset
+from bodymap.io import write_json, write_run_info
+from bodymap.template import BodyTemplate
+from bodymap.tracking import Tracker
+from bodymap.train import TrainConfig, train
+from bodymap.train.distributed import select_device, setup, teardown
+
+log = logging.getLogger(__name__)
+
+# Rendered sets CSE runs on, as (output name, path under the render directory).
+INFER_SETS = (
+    ("train", "train"),
+    ("test", "test"),
+    ("video", "video"),
+    ("coco_like_train", "coco_like/train"),
+    ("coco_like_val", "coco_like/val"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
+    parser.add_argument("--render", type=Path, required=True, help="render stage output directory")
+    parser.add_argument("--model-dir", type=Path, required=True, help="where the CSE checkpoint goes")
+    parser.add_argument("--out", type=Path, required=True, help="CSE outputs, one subdirectory per image set")
+    parser.add_argument("--metrics", type=Path, default=None, help="training figures and baseline metrics (JSON)")
+
+
+def build_cse(template: BodyTemplate, p: CseParams) -> tuple[CseNet, dict[str, Any]]:
+    """The CSE network for a template, and the arguments that rebuild it from a checkpoint."""
+    args = {
+        "backbone": p.backbone,
+        "embed_dim": p.embed_dim,
+        "num_vertices": template.num_vertices,
+        "basis_k": int(template.lbo_basis.shape[1]),
+        "decoder_channels": 64,
+    }
+    torch.manual_seed(p.train.seed)
+    model = CseNet(p.backbone, p.embed_dim, torch.from_numpy(template.lbo_basis), args["decoder_channels"])
+    return model, args
+
+
+def make_loss(template: BodyTemplate, p: CseParams):
+    """The CSE training objective: soft geodesic embedding loss on sampled pixels + foreground cross-entropy."""
+    geodesics = template.geodesics
+
+    def loss_fn(model, batch, generator):
+        out = model(batch["image"])
+        b, pix, gt_vertex = sample_foreground_pixels(batch["vertex"], p.pixels_per_image, generator)
+        emb = out["embedding"].flatten(2)[b, :, pix]  # (N, D)
+        rows = torch.from_numpy(geodesics.rows(gt_vertex.cpu().numpy())).to(emb.device)  # (N, V)
+        vertex_embedding = (model.module if hasattr(model, "module") else model).vertex_embedding()
+        embed = soft_embedding_loss(emb, vertex_embedding, rows, p.sigma_geodesic_m, p.sigma_embedding)
+        fg = foreground_loss(out["fg_logits"], batch["mask"])
+        total = p.embed_weight * embed + p.foreground_weight * fg
+        return total, {"embed": float(embed.detach()), "foreground": float(fg.detach())}
+
+    return loss_fn
+
+
+def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir: Path, p: CseParams) -> dict:
+    """Train, then infer on every rendered set; returns the figures for the metrics file."""
+    template = BodyTemplate.load(template_dir)
+    model, model_args = build_cse(template, p)
+    dataset = DenseDataset(
+        [render_dir / "train"],
+        template.symmetry,
+        template.colors,
+        template.chart,
+        augment_config=AugmentConfig(flip=p.flip_probability),
+    )
+    tracker = Tracker()
+    figures: dict[str, Any] = {}
+    with tracker.run("cse_init", params=p.model_dump(mode="json"), tags={"stage": "cse_init"}):
+        result = train(
+            model,
+            dataset,
+            make_loss(template, p),
+            TrainConfig.from_params(p.train),
+            model_dir,
+            "cse",
+            model_args,
+            params=p.model_dump(mode="json"),
+            tracker=tracker,
+        )
+        info = setup(p.train.device)
+        if info.is_main:
+            device = select_device(p.train.device)
+            trained = load_cse_model(result.checkpoint, device)
+            for name, rel in INFER_SETS:
+                if (render_dir / rel).exists():
+                    count = infer_split(
+                        trained, render_dir / rel, out_dir / name, template.name, device, p.vertex_chunk
+                    )
+                    figures[f"images_{name}"] = count
+            figures.update(
+                train_seconds=round(result.seconds, 1),
+                final_loss=result.history[-1]["loss"] if result.history else None,
+            )
+            tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
+        write_run_info(model_dir, "cse_init", p.model_dump(mode="json"))
+    teardown()
+    return figures
+
+
+def main(args: argparse.Namespace, params: Params) -> int:
+    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params.cse_init)
+    if args.metrics is not None:
+        write_json(args.metrics, figures)
+    log.info("cse_init: %s", figures)
+    return 0

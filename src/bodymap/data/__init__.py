@@ -1,0 +1,1 @@
+"""Datasets: rendered splits with dense GT, DensePose-COCO / PoseTrack I/O, augmentations."""
