@@ -179,12 +179,22 @@ class CseParams(Strict):
 
 
 class ModelParams(Strict):
-    """BodyMap network by registry name, with the few sizes worth changing from params."""
+    """BodyMap network by registry name (`bodymap.models.list_models()`), with the sizes worth changing from params.
+
+    Every size left null takes the registered network's value (`bodymap.models.MODELS`), so switching `name`
+    (e.g. to `bodymap_vit_large` or `bodymap_resnet`) needs no other key. A key the chosen network does not take
+    (e.g. `patch_size` for a CNN) is an error. encoder: timm name of both encoders. img_size: ViT position-embedding
+    size. patch_size, depth: ViT token stride and blocks. out_indices: ViT blocks / CNN levels fed to the decoder.
+    features: decoder width.
+    """
 
     name: str = "bodymap_vit"
-    encoder: str = "vit_tiny_patch16_224"
-    features: PositiveInt = 64
-    out_indices: list[int] = [2, 5, 8, 11]
+    encoder: str | None = None
+    img_size: PositiveInt | None = None
+    patch_size: PositiveInt | None = None
+    depth: PositiveInt | None = None
+    out_indices: list[NonNegInt] | None = None
+    features: PositiveInt | None = None
 
 
 class LossParams(Strict):

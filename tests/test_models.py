@@ -1,0 +1,190 @@
+"""BodyMap networks: every registered model runs forward and backward; the registry, params edge and decoding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bodymap.config import ModelParams
+from bodymap.errors import BodymapError
+from bodymap.models import (
+    MODELS,
+    BodyMapOutput,
+    add_decoded,
+    build_model,
+    create_model,
+    cse_input,
+    decode_vertices,
+    list_models,
+    model_args,
+)
+
+SMALL_MODELS = list_models(include_large=False)
+
+
+def _inputs(b: int = 2, h: int = 40, w: int = 56, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random RGB and CSE inputs; H, W deliberately not multiples of the networks' strides (padding is tested)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, h, w, generator=g), torch.rand(b, 4, h, w, generator=g)
+
+
+def test_registry_lists_the_paper_variants() -> None:
+    assert {"bodymap_vit", "bodymap_vit_rgb", "bodymap_vit_large"} <= set(MODELS)
+    assert {"bodymap_resnet", "bodymap_efficientnet", "bodymap_unet"} <= set(MODELS)
+    assert "bodymap_vit_large" not in SMALL_MODELS
+
+
+@pytest.mark.parametrize("name", SMALL_MODELS)
+def test_forward_backward_every_parameter(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name)
+    image, cse = _inputs()
+    out = model(image, cse)
+    assert isinstance(out, BodyMapOutput)
+    assert out.color_logits.shape == (2, 3, 256, 40, 56)
+    assert out.silhouette.shape == (2, 1, 40, 56)
+    assert torch.isfinite(out.color_logits).all() and torch.isfinite(out.silhouette).all()
+
+    target = torch.randint(0, 256, (2, 3, 40, 56))
+    loss = F.cross_entropy(out.color_logits.flatten(0, 1), target.flatten(0, 1)) + out.silhouette.sigmoid().mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"{name}: parameters without a gradient: {missing[:10]}"
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"{name}: non-finite gradients in {bad[:10]}"
+
+
+def test_rgb_variant_needs_no_cse_and_two_stream_does() -> None:
+    image, cse = _inputs(b=1, h=32, w=32)
+    rgb = create_model("bodymap_vit_rgb")
+    assert rgb.correspondence is None and not rgb.uses_cse
+    assert rgb(image).color_logits.shape == (1, 3, 256, 32, 32)
+    with pytest.raises(ValueError, match="CSE estimate"):
+        create_model("bodymap_vit")(image)
+    with pytest.raises(ValueError, match="cse must be"):
+        create_model("bodymap_vit")(image, cse[:, :3])
+
+
+def test_vit_runs_at_other_sizes_than_its_position_embedding() -> None:
+    model = create_model("bodymap_vit", img_size=64).eval()
+    with torch.no_grad():
+        for size in (32, 96):
+            image, cse = _inputs(b=1, h=size, w=size)
+            assert model(image, cse).silhouette.shape == (1, 1, size, size)
+
+
+def test_two_encoders_have_separate_weights() -> None:
+    model = create_model("bodymap_vit")
+    ids = {id(p) for p in model.appearance.parameters()}
+    assert not ids & {id(p) for p in model.correspondence.parameters()}
+
+
+def test_create_model_errors_name_what_is_valid() -> None:
+    with pytest.raises(BodymapError, match="registered models: .*bodymap_vit"):
+        create_model("bodymap_vitt")
+    with pytest.raises(BodymapError, match="no setting \\['patch_size'\\].*encoder"):
+        create_model("bodymap_resnet", patch_size=8)
+
+
+def test_model_args_rebuild_the_same_network_from_json() -> None:
+    args = json.loads(json.dumps(model_args("bodymap_vit", depth=2, out_indices=[0, 1], features=16)))
+    torch.manual_seed(0)
+    a = create_model("bodymap_vit", **args)
+    torch.manual_seed(0)
+    b = create_model("bodymap_vit", **args)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert len(a.appearance.vit.blocks) == 2  # blocks after the last out index are pruned
+
+
+def test_build_model_translates_params_at_the_edge() -> None:
+    default = build_model(ModelParams())
+    assert sum(p.numel() for p in default.parameters()) == sum(p.numel() for p in create_model().parameters())
+    small = build_model(ModelParams(depth=2, out_indices=[0, 1], features=16))
+    assert len(small.appearance.vit.blocks) == 2 and small.decoder.out_channels == 16
+    resnet = build_model(ModelParams(name="bodymap_resnet", features=16))
+    assert resnet.decoder.out_channels == 16
+    with pytest.raises(BodymapError, match="model params: .*patch_size"):
+        build_model(ModelParams(name="bodymap_unet", patch_size=8))
+
+
+@pytest.mark.slow
+def test_large_config_is_paper_scale_and_runs() -> None:
+    model = create_model("bodymap_vit_large").eval()
+    per_encoder = sum(p.numel() for p in model.appearance.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert per_encoder > 300e6 and total > 600e6  # BodyMap: ~600M parameters
+    image, cse = _inputs(b=1, h=32, w=32)
+    with torch.no_grad():
+        out = model(image, cse)
+    assert out.color_logits.shape == (1, 3, 256, 32, 32) and torch.isfinite(out.color_logits).all()
+
+
+# ------------------------------------------------------------------------------------------------------- decoding
+def test_cse_input_encodes_the_colour_code_and_foreground() -> None:
+    colors = torch.tensor([[255, 0, 0], [0, 255, 51]], dtype=torch.uint8)
+    vertex = torch.tensor([[0, -1], [1, 1]])
+    score = torch.tensor([[0.9, 0.1], [0.8, 0.7]])
+    x = cse_input(vertex, score, colors)
+    assert x.shape == (4, 2, 2) and x.dtype == torch.float32
+    assert torch.allclose(x[:, 0, 0], torch.tensor([1.0, 0.0, 0.0, 0.9]))
+    assert torch.allclose(x[:, 0, 1], torch.tensor([0.0, 0.0, 0.0, 0.1]))  # background: no colour
+    assert torch.allclose(x[:, 1, 0], torch.tensor([0.0, 1.0, 0.2, 0.8]))
+    assert cse_input(vertex[None], None, colors).shape == (1, 4, 2, 2)
+
+
+def _peaked_outputs(vertex: np.ndarray, colors: np.ndarray, scale: float = 20.0) -> BodyMapOutput:
+    """Outputs whose logits put (nearly) all mass on each pixel's vertex colour; background where vertex < 0."""
+    target = torch.from_numpy(colors[np.maximum(vertex, 0)].astype(np.int64))  # (H, W, 3)
+    logits = F.one_hot(target, 256).permute(2, 3, 0, 1).float() * scale  # (3, 256, H, W)
+    silhouette = torch.from_numpy(np.where(vertex >= 0, scale, -scale).astype(np.float32))[None, None]
+    return BodyMapOutput(color_logits=logits[None], silhouette=silhouette)
+
+
+def test_decoding_round_trips_gt_vertices(template) -> None:
+    rng = np.random.default_rng(0)
+    vertex = rng.integers(0, template.num_vertices, size=(12, 16)).astype(np.int32)
+    vertex[:3] = -1  # a background band
+    decoded, score = decode_vertices(_peaked_outputs(vertex, template.colors), template)
+    assert decoded.shape == (1, 12, 16) and decoded.dtype == np.int32
+    np.testing.assert_array_equal(decoded[0], vertex)
+    assert score.shape == (1, 12, 16) and (score[0][vertex >= 0] > 0.5).all() and (score[0, :3] < 0.5).all()
+
+
+def test_decoding_matches_the_template_decoder_on_arbitrary_colours(template) -> None:
+    g = torch.Generator().manual_seed(1)
+    out = BodyMapOutput(color_logits=torch.randn(2, 3, 256, 6, 7, generator=g), silhouette=torch.ones(2, 1, 6, 7))
+    decoded, _ = decode_vertices(out, template)
+    rgb = out.color_logits.argmax(2).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(decoded, template.decode_colors(rgb))
+
+
+class _RecordingWriter:
+    """Stands in for `bodymap.eval.predictions.PredictionWriter` (only `add_dense` is used)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, np.ndarray, np.ndarray, str | None]] = []
+
+    def add_dense(self, image_id: int, vertex: np.ndarray, *, score: np.ndarray, name: str | None = None) -> None:
+        self.calls.append((image_id, vertex, score, name))
+
+
+def test_add_decoded_writes_one_dense_prediction_per_image(template) -> None:
+    vertex = np.stack([np.full((4, 5), 7, np.int32), np.full((4, 5), -1, np.int32)])
+    one, two = (_peaked_outputs(v, template.colors) for v in vertex)
+    outputs = BodyMapOutput(
+        color_logits=torch.cat([one.color_logits, two.color_logits]),
+        silhouette=torch.cat([one.silhouette, two.silhouette]),
+    )
+    writer = _RecordingWriter()
+    add_decoded(writer, [12, 13], outputs, template)
+    assert [c[0] for c in writer.calls] == [12, 13]
+    np.testing.assert_array_equal(writer.calls[0][1], vertex[0])
+    np.testing.assert_array_equal(writer.calls[1][1], vertex[1])
+    assert writer.calls[0][1].dtype == np.int32 and writer.calls[0][2].shape == (4, 5)
+    with pytest.raises(ValueError, match="2 image ids"):
+        add_decoded(writer, [1, 2], one, template)
