@@ -1,0 +1,129 @@
+"""Pseudo-GT keeps every label and fixes CSE; flow propagation follows motion and drops inconsistent points;
+the equivariance loss vanishes for equivariant features."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+
+from bodymap.losses.equivariance import equivariance_loss, random_affine_flow, warp_features
+from bodymap.pseudo_gt.dense import dense_pseudo_gt, nearest_point_fill
+from bodymap.pseudo_gt.flow import estimate_flow, propagate_points
+
+
+def _person(template, h: int = 40, w: int = 30, seed: int = 0):
+    """A silhouette whose true vertex field is a smooth function of the pixel (rows span the body height)."""
+    rng = np.random.default_rng(seed)
+    sil = np.zeros((h, w), bool)
+    sil[4:36, 6:24] = True
+    # Truth: the template vertex nearest to a point that moves smoothly over the torso front with the pixel.
+    ys, xs = np.mgrid[0:h, 0:w]
+    target = np.stack([(xs - 15) * 0.01, 0.45 - ys * 0.012, np.full_like(xs, 0.12, dtype=float)], axis=-1)
+    tree = cKDTree(template.vertices)
+    truth = tree.query(target.reshape(-1, 3))[1].reshape(h, w).astype(np.int32)
+    truth[~sil] = -1
+    pts_y, pts_x = np.nonzero(sil)
+    pick = rng.choice(len(pts_y), 25, replace=False)
+    points = np.stack([pts_x[pick] + 0.5, pts_y[pick] + 0.5], axis=1)
+    return sil, truth, points, truth[pts_y[pick], pts_x[pick]], tree
+
+
+def _err(template, a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    both = mask & (a >= 0) & (b >= 0)
+    return float(template.geodesics.pair(a[both], b[both]).mean())
+
+
+def test_pseudo_gt_keeps_every_annotated_vertex(template):
+    sil, _, points, labels, tree = _person(template)
+    rng = np.random.default_rng(1)
+    cse = np.where(sil, rng.integers(template.num_vertices, size=sil.shape), -1).astype(np.int32)
+    out = dense_pseudo_gt(sil, points, labels, cse, np.ones(sil.shape), template.vertices, vertex_tree=tree)
+    px, py = points[:, 0].astype(int), points[:, 1].astype(int)
+    assert np.array_equal(out.vertex[py, px], labels)
+    assert np.all(out.confidence[py, px] == 1.0)
+    assert np.all(out.vertex[sil] >= 0) and np.all(out.vertex[~sil] == -1)
+    assert out.confidence.max() <= 1.0 and out.confidence[sil].min() > 0
+
+
+def test_pseudo_gt_corrects_a_shifted_cse_field_and_fills_its_holes(template):
+    sil, truth, points, labels, tree = _person(template)
+    h, w = sil.shape
+    # CSE is the truth displaced by 4 cm sideways on the body, with a hole it calls background.
+    ys, xs = np.mgrid[0:h, 0:w]
+    shifted = np.stack([(xs - 15) * 0.01 + 0.04, 0.45 - ys * 0.012, np.full_like(xs, 0.12, dtype=float)], axis=-1)
+    cse = tree.query(shifted.reshape(-1, 3))[1].reshape(h, w).astype(np.int32)
+    cse[~sil] = -1
+    cse[20:26, 10:16] = -1
+    out = dense_pseudo_gt(sil, points, labels, cse, np.ones(sil.shape), template.vertices, sigma_px=6.0)
+    assert np.all(out.vertex[20:26, 10:16] >= 0)
+    assert _err(template, out.vertex, truth, sil) < 0.6 * _err(template, cse, truth, sil)
+
+
+def test_sparse_points_alone_fill_the_silhouette(template):
+    sil, _, points, labels, _ = _person(template)
+    fill = nearest_point_fill(sil, points, labels)
+    assert np.all(fill[sil] >= 0) and np.all(fill[~sil] == -1)
+    assert np.array_equal(fill[points[:, 1].astype(int), points[:, 0].astype(int)], labels)
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, size=(h // 4, w // 4, 3)).astype(np.uint8)
+    return cv2.GaussianBlur(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), (3, 3), 0)
+
+
+def test_flow_propagation_follows_a_translation():
+    first = _texture(96, 128)
+    dx, dy = 3, 2
+    second = np.zeros_like(first)
+    second[dy:, dx:] = first[:-dy, :-dx]
+    forward, backward = estimate_flow(first, second), estimate_flow(second, first)
+    points = np.array([[40.5, 30.5], [60.5, 50.5], [90.5, 70.5]])
+    moved, keep = propagate_points(points, forward, backward)
+    assert keep.all()
+    assert np.allclose(moved - points, [dx, dy], atol=0.6)
+
+
+def test_flow_propagation_drops_points_failing_the_forward_backward_check():
+    h, w = 40, 50
+    forward = np.zeros((h, w, 2), np.float32)
+    forward[..., 0] = 4.0
+    backward = np.zeros((h, w, 2), np.float32)
+    backward[..., 0] = -4.0
+    backward[:, 30:, 0] = 6.0  # inconsistent region (e.g. an occlusion) in frame t'
+    points = np.array([[10.5, 10.5], [28.5, 20.5], [48.5, 5.5]])
+    moved, keep = propagate_points(points, forward, backward, max_fb_error_px=5.0)
+    assert keep.tolist() == [True, False, False]  # 2nd lands in the bad region, 3rd leaves the image
+    assert np.allclose(moved[0], [14.5, 10.5])
+    mask = np.zeros((h, w), bool)
+    _, keep_masked = propagate_points(points, forward, backward, target_mask=mask)
+    assert not keep_masked.any()
+
+
+def test_equivariance_loss_is_zero_for_equivariant_features():
+    torch.manual_seed(0)
+    feats = torch.randn(2, 8, 24, 32)
+    shift = 3
+    feats_b = torch.roll(feats, shifts=shift, dims=3)  # view B = A moved right by 3 px
+    flow = torch.zeros(2, 24, 32, 2)
+    flow[..., 0] = shift
+    valid = torch.zeros(2, 24, 32)
+    valid[:, :, : 32 - shift] = 1
+    assert equivariance_loss(feats, feats_b, flow, valid) < 1e-5
+    assert equivariance_loss(feats, torch.randn_like(feats), flow, valid) > 0.5
+
+
+def test_affine_warp_flow_matches_the_warped_features():
+    g = torch.Generator().manual_seed(3)
+    feats = F.avg_pool2d(torch.randn(1, 4, 48, 48), 5, stride=1, padding=2)  # smooth features
+    theta, flow = random_affine_flow(1, 48, 48, g)
+    warped_view = F.grid_sample(feats, F.affine_grid(theta, (1, 4, 48, 48), align_corners=True), align_corners=True)
+    back = warp_features(warped_view, flow)
+    inner = (slice(None), slice(None), slice(8, 40), slice(8, 40))
+    # Two bilinear resamplings blur a little; the right flow must undo the warp far better than no flow.
+    error = (back - feats)[inner].abs().mean()
+    unaligned = (warped_view - feats)[inner].abs().mean()
+    assert error < 0.25 * unaligned
