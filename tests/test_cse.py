@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from bodymap.cse.decode import decode_image, nearest_vertex
-from bodymap.cse.loss import sample_foreground_pixels, soft_embedding_loss
+from bodymap.cse.loss import soft_embedding_loss
 from bodymap.cse.model import CseNet, VertexEmbedding
 from bodymap.data.augment import flip
 
@@ -72,15 +72,6 @@ def test_flip_maps_left_hand_pixels_to_right_hand_vertices(template):
     assert np.all(template.chart[flipped["vertex"][:2]] == 3)  # right hand
     assert np.array_equal(flipped["vertex"][:2, ::-1], template.symmetry[left_hand].reshape(2, 6))
     assert np.all(flipped["vertex"][2:] == -1)
-
-
-def test_sampling_only_takes_foreground_pixels():
-    vertex = torch.full((2, 8, 8), -1, dtype=torch.long)
-    vertex[0, 2:4, 2:4] = 7
-    g = torch.Generator().manual_seed(0)
-    b, p, v = sample_foreground_pixels(vertex, 3, g)
-    assert b.tolist() == [0, 0, 0] and torch.all(v == 7)
-    assert torch.all(vertex.flatten(1)[b, p] == 7)
 
 
 def test_cse_net_shapes(template):

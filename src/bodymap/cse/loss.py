@@ -6,32 +6,6 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_foreground_pixels(
-    vertex: torch.Tensor, per_image: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Up to `per_image` random foreground pixels per image.
-
-    Args:
-        vertex: [B, H, W] int64 GT vertex ids (-1 background).
-    Returns:
-        (batch index [N], flat pixel index [N], GT vertex [N]) as int64 tensors.
-    """
-    b_idx, p_idx = [], []
-    flat = vertex.flatten(1)  # (B, H*W)
-    for b in range(flat.shape[0]):
-        fg = torch.nonzero(flat[b] >= 0).squeeze(1)
-        if fg.numel() == 0:
-            continue
-        pick = torch.randperm(fg.numel(), generator=generator, device=fg.device)[:per_image]
-        p_idx.append(fg[pick])
-        b_idx.append(torch.full_like(fg[pick], b))
-    if not p_idx:
-        empty = torch.zeros(0, dtype=torch.long, device=vertex.device)
-        return empty, empty, empty
-    b_all, p_all = torch.cat(b_idx), torch.cat(p_idx)
-    return b_all, p_all, flat[b_all, p_all]
-
-
 def soft_embedding_loss(
     pixel_embedding: torch.Tensor,
     vertex_embedding: torch.Tensor,

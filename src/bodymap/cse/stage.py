@@ -12,11 +12,12 @@ import torch
 
 from bodymap.config import CseParams, Params
 from bodymap.cse.infer import infer_split, load_cse_model
-from bodymap.cse.loss import foreground_loss, sample_foreground_pixels, soft_embedding_loss
+from bodymap.cse.loss import foreground_loss, soft_embedding_loss
 from bodymap.cse.model import CseNet
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset
 from bodymap.io import write_json, write_run_info
+from bodymap.losses.geodesic import sample_pixels
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train import TrainConfig, train
@@ -62,8 +63,9 @@ def make_loss(template: BodyTemplate, p: CseParams):
 
     def loss_fn(model, batch, generator):
         out = model(batch["image"])
-        b, pix, gt_vertex = sample_foreground_pixels(batch["vertex"], p.pixels_per_image, generator)
-        emb = out["embedding"].flatten(2)[b, :, pix]  # (N, D)
+        b, y, x = sample_pixels(batch["vertex"] >= 0, p.pixels_per_image, generator)
+        gt_vertex = batch["vertex"][b, y, x]
+        emb = out["embedding"][b, :, y, x]  # (N, D)
         rows = torch.from_numpy(geodesics.rows(gt_vertex.cpu().numpy())).to(emb.device)  # (N, V)
         vertex_embedding = (model.module if hasattr(model, "module") else model).vertex_embedding()
         embed = soft_embedding_loss(emb, vertex_embedding, rows, p.sigma_geodesic_m, p.sigma_embedding)

@@ -220,7 +220,8 @@ def train(
     for step in progress(steps, f"train {model_name}", total=len(steps), logger=log) if dist_info.is_main else steps:
         # Every random draw of this step is a function of (seed, step, rank): resume-exact.
         torch.manual_seed(config.seed * 1_000_003 + step * 101 + dist_info.rank)
-        generator = torch.Generator(device=device).manual_seed(config.seed * 7_777_777 + step * 31 + dist_info.rank)
+        # A CPU generator: the loss-side draws (pixels, references) are small and must match across devices.
+        generator = torch.Generator().manual_seed(config.seed * 7_777_777 + step * 31 + dist_info.rank)
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
 
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
