@@ -198,10 +198,18 @@ class ModelParams(Strict):
 
 
 class LossParams(Strict):
+    """BodyMap loss weights (0 disables a term; `bodymap.losses.total_loss`) and their sampling sizes.
+
+    geodesic_pixels: labelled pixels per image drawn for the geodesic and consistency terms (bounds memory: each
+    costs a [V] soft assignment). consistency_references: reference pixels per image (BodyMap Eq. 2: 100).
+    hand_weight, head_weight: classification weight of hand and head pixels (BodyMap Sec. 3.3).
+    """
+
     classification: NonNegFloat = 1.0
     silhouette: NonNegFloat = 1.0
     geodesic: NonNegFloat = 0.5
     consistency: NonNegFloat = 0.1
+    geodesic_pixels: PositiveInt = 128
     consistency_references: PositiveInt = 100
     hand_weight: PositiveFloat = 2.0
     head_weight: PositiveFloat = 2.0

@@ -1,0 +1,25 @@
+"""BodyMap training losses: colour classification, silhouette, geodesic and consistency (Secs. 3.3-3.4).
+
+weights = LossWeights.from_params(params.pretrain.losses)
+template_tensors = TemplateTensors.from_template(template, device)
+loss, logged = total_loss(model(batch["image"], batch["cse"]), batch, weights, template_tensors, generator)
+"""
+
+from bodymap.losses.classification import chart_weight_table, classification_loss, pixel_weights
+from bodymap.losses.geodesic import consistency_loss, geodesic_loss, sample_pixels, vertex_log_probs
+from bodymap.losses.silhouette import soft_iou_loss
+from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
+
+__all__ = [
+    "LossWeights",
+    "TemplateTensors",
+    "chart_weight_table",
+    "classification_loss",
+    "consistency_loss",
+    "geodesic_loss",
+    "pixel_weights",
+    "sample_pixels",
+    "soft_iou_loss",
+    "total_loss",
+    "vertex_log_probs",
+]

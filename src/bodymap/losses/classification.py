@@ -1,0 +1,74 @@
+"""Colour-code classification loss with chart-based pixel weights (BodyMap Sec. 3.3).
+
+BodyMap predicts each pixel's template colour as three 256-way classifications (R, G, B). Hands and head cover few
+pixels but carry much of what people look at, so their pixels weigh more (`hand_weight`, `head_weight`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+HAND_CHARTS = (3, 4)  # DensePose I: right hand, left hand
+HEAD_CHARTS = (23, 24)  # DensePose I: head right, head left
+NUM_CHARTS = 25  # 0 background + 24 charts
+
+
+def chart_weight_table(
+    hand_weight: float, head_weight: float, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Per-chart pixel weight: [25] float32, 1 everywhere except the hand and head charts."""
+    table = torch.ones(NUM_CHARTS, dtype=torch.float32, device=device)
+    table[list(HAND_CHARTS)] = hand_weight
+    table[list(HEAD_CHARTS)] = head_weight
+    return table
+
+
+def pixel_weights(
+    vertex: torch.Tensor,
+    chart: torch.Tensor | None,
+    chart_table: torch.Tensor,
+    confidence: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weight of each pixel in the classification loss; 0 where there is no GT vertex.
+
+    Args:
+        vertex: [B, H, W] int GT vertex ids, -1 where unlabelled (background, or unknown in pseudo-GT).
+        chart: [B, H, W] uint8/int DensePose chart 0..24, or None (then every labelled pixel weighs 1).
+        chart_table: [25] float from `chart_weight_table`.
+        confidence: [B, H, W] float per-pixel confidence of pseudo-GT, or None.
+    Returns:
+        [B, H, W] float32.
+    """
+    weight = (vertex >= 0).float()
+    if chart is not None:
+        weight = weight * chart_table[chart.long().clamp(0, NUM_CHARTS - 1)]
+    if confidence is not None:
+        weight = weight * confidence.float()
+    return weight
+
+
+def classification_loss(
+    color_logits: torch.Tensor, vertex: torch.Tensor, colors: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Weighted mean over pixels of the per-channel cross-entropy, averaged over R, G, B.
+
+    L = sum_p w_p * (1/3) sum_c CE(logits_c(p), color_c(v_p)) / sum_p w_p, over pixels with w_p > 0 only (the
+    background has no colour; its cost is the silhouette loss's). Minimal (-> 0) when each channel puts all its
+    mass on the GT vertex's colour.
+
+    Args:
+        color_logits: [B, 3, K, H, W] float logits.
+        vertex: [B, H, W] int GT vertex ids (-1 unlabelled).
+        colors: [V, 3] int64 template colour code, on the logits' device.
+        weight: [B, H, W] float pixel weights (`pixel_weights`).
+    Returns:
+        scalar float32 (0 with a graph when no pixel is labelled).
+    """
+    b, y, x = torch.nonzero(weight > 0, as_tuple=True)
+    logits = color_logits[b, :, :, y, x].float()  # (N, 3, K)
+    target = colors[vertex[b, y, x].long()]  # (N, 3)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")  # (N * 3,)
+    ce = ce.view(-1, 3).mean(dim=1)  # (N,)
+    w = weight[b, y, x]
+    return (w * ce).sum() / w.sum().clamp_min(1e-6)

@@ -1,0 +1,158 @@
+"""The BodyMap training objective: a weighted sum of the enabled terms (BodyMap Sec. 3.3-3.4, Table 6 ablation).
+
+    L = w_cls L_cls + w_sil L_sil + w_geo L_geo + w_con L_con
+
+A term with weight 0 is not computed. The batch (a dict of tensors, stacked per image):
+    image  [B, 3, H, W] float  RGB in [0, 1] (the model's input; unused here)
+    cse    [B, 4, H, W] float  CSE estimate (the model's input; unused here)
+    vertex [B, H, W]   int64  GT template vertex, -1 on background / unlabelled
+    chart  [B, H, W]   uint8 or int64  DensePose chart 0..24 (optional: without it no hand/head weighting)
+    mask   [B, H, W]   float  GT foreground in [0, 1]
+    weight [B, H, W]   float  per-pixel confidence of pseudo-GT (optional; 1 when absent)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from bodymap.losses.classification import chart_weight_table, classification_loss, pixel_weights
+from bodymap.losses.geodesic import consistency_loss, geodesic_loss, sample_pixels, vertex_log_probs
+from bodymap.losses.silhouette import soft_iou_loss
+
+if TYPE_CHECKING:
+    from bodymap.config import LossParams
+    from bodymap.models.base import BodyMapOutput
+    from bodymap.template import BodyTemplate, Geodesics
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Term weights and sampling sizes (from a `LossParams` section via `from_params`).
+
+    geodesic_pixels: labelled pixels per image drawn for the geodesic and consistency terms.
+    consistency_references: reference pixels per image for the consistency term (Eq. 2 uses 100).
+    hand_weight, head_weight: classification pixel weights of the hand and head charts.
+    """
+
+    classification: float = 1.0
+    silhouette: float = 1.0
+    geodesic: float = 0.5
+    consistency: float = 0.1
+    geodesic_pixels: int = 128
+    consistency_references: int = 100
+    hand_weight: float = 2.0
+    head_weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not any(w > 0 for w in (self.classification, self.silhouette, self.geodesic, self.consistency)):
+            raise ValueError("every loss weight is 0: enable at least one of classification, silhouette, geodesic")
+
+    @classmethod
+    def from_params(cls, params: LossParams) -> LossWeights:
+        return cls(**params.model_dump())
+
+
+class TemplateTensors:
+    """What the losses need from the template: the colour code as a tensor and geodesic rows on demand.
+
+    Args:
+        colors: [V, 3] uint8 colour code (`BodyTemplate.colors`).
+        geodesics: the template's geodesic lookup (rows are read on the CPU, then moved to `device`).
+        device: where the loss tensors live.
+    """
+
+    def __init__(self, colors: np.ndarray, geodesics: Geodesics, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.colors = torch.as_tensor(np.asarray(colors), dtype=torch.int64, device=self.device)  # (V, 3)
+        self.geodesics = geodesics
+
+    @classmethod
+    def from_template(cls, template: BodyTemplate, device: torch.device | str = "cpu") -> TemplateTensors:
+        return cls(template.colors, template.geodesics, device)
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.colors.shape[0])
+
+    def geodesic_rows(self, vertex: torch.Tensor) -> torch.Tensor:
+        """[N] int vertex ids -> [N, V] float32 geodesic distances (metres) from each, on `self.device`."""
+        rows = self.geodesics.rows(vertex.detach().cpu().numpy().astype(np.int64))
+        return torch.from_numpy(rows).to(self.device)
+
+
+def total_loss(
+    outputs: BodyMapOutput,
+    batch: Mapping[str, torch.Tensor],
+    weights: LossWeights,
+    template: TemplateTensors,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the enabled loss terms, and each term's value for logging.
+
+    Terms (each computed only when its weight is > 0):
+        classification: `classification_loss` with chart and confidence pixel weights (Sec. 3.3).
+        silhouette: `soft_iou_loss` against `mask` (Sec. 3.3).
+        geodesic: `geodesic_loss` on `geodesic_pixels` random labelled pixels per image (Sec. 3.4).
+        consistency: `consistency_loss` (Eq. 2) between those pixels and `consistency_references` other random
+            labelled pixels per image, whose predicted vertex is the arg max of their soft assignment.
+
+    Args:
+        outputs: the network's `BodyMapOutput` for the batch.
+        batch: see the module docstring for keys, shapes and dtypes.
+        weights: term weights and sampling sizes.
+        template: colour code and geodesics (`TemplateTensors.from_template`).
+        generator: CPU generator for the pixel draws (the training step's, for exact resume).
+    Returns:
+        (total, {"total": .., term: value (unweighted), ...}) with total a scalar float32 tensor.
+    """
+    vertex = batch["vertex"].long()
+    confidence = batch.get("weight")
+    chart = batch.get("chart")
+    device = outputs.color_logits.device
+    terms: dict[str, torch.Tensor] = {}
+
+    if weights.classification > 0:
+        table = chart_weight_table(weights.hand_weight, weights.head_weight, device)
+        w = pixel_weights(vertex, chart, table, confidence)
+        terms["classification"] = classification_loss(outputs.color_logits, vertex, template.colors, w)
+
+    if weights.silhouette > 0:
+        terms["silhouette"] = soft_iou_loss(outputs.silhouette, batch["mask"], confidence)
+
+    if weights.geodesic > 0 or weights.consistency > 0:
+        # Geodesic terms weigh pixels by confidence only: the hand/head emphasis is the classifier's (Sec. 3.3).
+        w = pixel_weights(vertex, None, torch.ones(1, device=device), confidence)
+        labelled = w > 0
+        b, y, x = sample_pixels(labelled, weights.geodesic_pixels, generator)
+        probs = vertex_log_probs(outputs.color_logits[b, :, :, y, x], template.colors).softmax(dim=1)  # (N, V)
+        gt_vertex = vertex[b, y, x]
+        gt_rows = template.geodesic_rows(gt_vertex)  # (N, V)
+        if weights.geodesic > 0:
+            terms["geodesic"] = geodesic_loss(probs, gt_rows, w[b, y, x])
+        if weights.consistency > 0:
+            rb, ry, rx = sample_pixels(labelled, weights.consistency_references, generator)
+            with torch.no_grad():
+                ref_logits = outputs.color_logits[rb, :, :, ry, rx]  # (R, 3, K)
+                ref_pred = vertex_log_probs(ref_logits, template.colors).argmax(dim=1)  # (R,)
+            terms["consistency"] = consistency_loss(
+                probs,
+                gt_rows,
+                b,
+                w[b, y, x],
+                template.geodesic_rows(ref_pred),
+                vertex[rb, ry, rx],
+                rb,
+                w[rb, ry, rx],
+            )
+
+    total = sum(
+        (getattr(weights, name) * value for name, value in terms.items()),
+        start=outputs.silhouette.new_zeros((), dtype=torch.float32),
+    )
+    logged = {"total": float(total.detach())} | {name: float(value.detach()) for name, value in terms.items()}
+    return total, logged

@@ -1,0 +1,221 @@
+"""BodyMap losses: each is zero (or minimal) at the GT and pulls the right way on constructed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bodymap.config import LossParams
+from bodymap.losses import (
+    LossWeights,
+    TemplateTensors,
+    chart_weight_table,
+    classification_loss,
+    consistency_loss,
+    geodesic_loss,
+    pixel_weights,
+    sample_pixels,
+    soft_iou_loss,
+    total_loss,
+    vertex_log_probs,
+)
+from bodymap.models import BodyMapOutput, create_model
+
+COLORS = torch.tensor([[10, 20, 30], [200, 100, 0], [10, 100, 255]])  # a 3-vertex toy colour code
+
+
+def _one_hot_logits(colors: torch.Tensor, scale: float) -> torch.Tensor:
+    """[N, 3] colour values -> [N, 3, 256] logits with `scale` on the given values, 0 elsewhere."""
+    return F.one_hot(colors.long(), 256).float() * scale
+
+
+def _peaked(vertex: torch.Tensor, colors: torch.Tensor, scale: float = 30.0) -> BodyMapOutput:
+    """Outputs that put (nearly) all mass on the GT: vertex [B, H, W] (-1 background) -> BodyMapOutput."""
+    logits = _one_hot_logits(colors[vertex.clamp_min(0)], scale)  # (B, H, W, 3, 256)
+    silhouette = torch.where(vertex >= 0, 50.0, -50.0)[:, None].float()  # (B, 1, H, W)
+    return BodyMapOutput(color_logits=logits.permute(0, 3, 4, 1, 2).contiguous(), silhouette=silhouette)
+
+
+# ------------------------------------------------------------------------------------------------ classification
+def test_pixel_weights_follow_labels_charts_and_confidence() -> None:
+    vertex = torch.tensor([[[0, -1, 1, 2]]])
+    chart = torch.tensor([[[1, 0, 3, 24]]], dtype=torch.uint8)  # torso, background, right hand, head
+    table = chart_weight_table(hand_weight=2.0, head_weight=3.0)
+    assert table.shape == (25,) and table[4] == 2.0 and table[23] == 3.0 and table[1] == 1.0
+    w = pixel_weights(vertex, chart, table, confidence=torch.tensor([[[1.0, 1.0, 0.5, 1.0]]]))
+    assert w.tolist() == [[[1.0, 0.0, 1.0, 3.0]]]
+    assert pixel_weights(vertex, None, table).tolist() == [[[1.0, 0.0, 1.0, 1.0]]]
+
+
+def test_classification_is_minimal_at_gt_and_pushes_towards_it() -> None:
+    vertex = torch.tensor([[[0, 1], [2, -1]]])  # (1, 2, 2)
+    weight = pixel_weights(vertex, None, chart_weight_table(1.0, 1.0))
+    gt = _peaked(vertex, COLORS).color_logits
+    assert classification_loss(gt, vertex, COLORS, weight) < 1e-6
+    logits = torch.zeros_like(gt, requires_grad=True)
+    loss = classification_loss(logits, vertex, COLORS, weight)
+    assert loss.item() == pytest.approx(np.log(256), rel=1e-5)  # uniform over 256 values
+    loss.backward()
+    grad = logits.grad[0, :, :, 0, 0]  # (3, 256) at the pixel of vertex 0
+    for c in range(3):
+        assert grad[c, COLORS[0, c]] < 0  # raise the GT value's logit
+        assert (np.delete(grad[c].numpy(), COLORS[0, c]) > 0).all()  # lower the others
+    assert (logits.grad[0, :, :, 1, 1] == 0).all()  # background pixel: no colour supervision
+
+
+def test_hand_pixels_weigh_hand_weight_times_more() -> None:
+    vertex = torch.tensor([[[0, 0]]])
+    chart = torch.tensor([[[1, 4]]])  # torso, left hand
+    weight = pixel_weights(vertex, chart, chart_weight_table(hand_weight=2.5, head_weight=1.0))
+    logits = torch.zeros(1, 3, 256, 1, 2, requires_grad=True)
+    classification_loss(logits, vertex, COLORS, weight).backward()
+    ratio = logits.grad[..., 1].abs().sum() / logits.grad[..., 0].abs().sum()
+    assert ratio.item() == pytest.approx(2.5, rel=1e-5)
+
+
+def test_classification_without_labels_is_zero_and_differentiable() -> None:
+    logits = torch.randn(1, 3, 256, 2, 2, requires_grad=True)
+    vertex = torch.full((1, 2, 2), -1)
+    loss = classification_loss(logits, vertex, COLORS, pixel_weights(vertex, None, chart_weight_table(1, 1)))
+    loss.backward()
+    assert loss.item() == 0.0 and (logits.grad == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------------- silhouette
+def test_soft_iou_is_zero_at_gt_and_pushes_towards_it() -> None:
+    mask = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    exact = torch.where(mask > 0, 50.0, -50.0)[:, None]
+    assert soft_iou_loss(exact, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_iou_loss(-exact, mask).item() > 0.6
+    logits = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    soft_iou_loss(logits, mask, weight=torch.tensor([[[1.0, 1.0, 1.0, 0.0]]]).view(1, 2, 2)).backward()
+    g = logits.grad[0, 0]
+    assert g[0, 0] < 0 and g[1, 0] < 0  # foreground: raise the logit
+    assert g[0, 1] > 0  # background: lower it
+    assert g[1, 1] == 0  # weight 0: ignored
+    empty = torch.zeros(1, 2, 2)
+    assert soft_iou_loss(torch.full((1, 1, 2, 2), -50.0), empty).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------ geodesic
+def test_vertex_log_probs_sum_the_channels() -> None:
+    logits = torch.randn(4, 3, 256)
+    logp = torch.log_softmax(logits, dim=-1)
+    out = vertex_log_probs(logits, COLORS)
+    assert out.shape == (4, 3)
+    expected = logp[2, 0, 10] + logp[2, 1, 100] + logp[2, 2, 255]
+    assert out[2, 2].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_sample_pixels_draws_valid_distinct_pixels_reproducibly() -> None:
+    valid = torch.zeros(2, 5, 6, dtype=torch.bool)
+    valid[0, 1:3, 2:5] = True  # 6 pixels
+    valid[1, 4, 0] = True  # 1 pixel
+    b, y, x = sample_pixels(valid, 4, torch.Generator().manual_seed(0))
+    assert b.tolist().count(0) == 4 and b.tolist().count(1) == 1
+    assert valid[b, y, x].all() and len({(int(i), int(j), int(k)) for i, j, k in zip(b, y, x, strict=True)}) == 5
+    again = sample_pixels(valid, 4, torch.Generator().manual_seed(0))
+    assert all(torch.equal(p, q) for p, q in zip((b, y, x), again, strict=True))
+
+
+def test_geodesic_loss_is_zero_at_gt_and_prefers_near_vertices(template) -> None:
+    tt = TemplateTensors.from_template(template)
+    gt = torch.tensor([100, 5000, 12000])
+    rows = tt.geodesic_rows(gt)  # (3, V)
+    assert rows.shape == (3, template.num_vertices) and (rows[torch.arange(3), gt] == 0).all()
+    weight = torch.ones(3)
+
+    at_gt = vertex_log_probs(_one_hot_logits(tt.colors[gt], 30.0), tt.colors).softmax(dim=1)
+    assert geodesic_loss(at_gt, rows, weight).item() < 1e-3  # metres
+
+    near = rows.masked_fill(rows == 0, np.inf).argmin(dim=1)  # closest other vertex
+    far = rows.argmax(dim=1)
+    loss_near = geodesic_loss(F.one_hot(near, template.num_vertices).float(), rows, weight)
+    loss_far = geodesic_loss(F.one_hot(far, template.num_vertices).float(), rows, weight)
+    assert 0 < loss_near < 0.05 < 0.5 < loss_far
+
+    logits = torch.zeros(3, 3, 256, requires_grad=True)
+    geodesic_loss(vertex_log_probs(logits, tt.colors).softmax(dim=1), rows, weight).backward()
+    for i in range(3):
+        for c in range(3):  # raising the GT colour's logit lowers the expected distance
+            assert logits.grad[i, c, tt.colors[gt[i], c]] < 0
+
+
+def test_consistency_is_zero_at_gt_and_pulls_towards_the_gt_layout(template) -> None:
+    tt = TemplateTensors.from_template(template)
+    v = template.num_vertices
+    gt = torch.tensor([100, 5000, 9000, 12000])  # two pixels in each of two images
+    image = torch.tensor([0, 0, 1, 1])
+    rows = tt.geodesic_rows(gt)
+    ones = torch.ones(4)
+    # References: every pixel, predicted exactly.
+    at_gt = consistency_loss(F.one_hot(gt, v).float(), rows, image, ones, rows, gt, image, ones)
+    assert at_gt.item() == pytest.approx(0.0, abs=1e-6)
+
+    # Pixel 0 predicted at a vertex far from its GT: moving its probability mass to the GT lowers the loss.
+    wrong = rows[0].argmax()
+    q = F.one_hot(torch.stack([wrong, gt[1], gt[2], gt[3]]), v).float().requires_grad_(True)
+    loss = consistency_loss(q, rows, image, ones, rows, gt, image, ones)
+    assert loss.item() > 0.05
+    loss.backward()
+    assert q.grad[0, gt[0]] < q.grad[0, wrong]  # directional derivative along (GT - wrong) is negative
+    assert (q.grad[2:] == 0).all()  # image 1 is consistent and never paired with image 0
+
+
+# --------------------------------------------------------------------------------------------------------- total
+def _batch(template, b: int = 2, h: int = 12, w: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    vertex = np.full((b, h, w), -1, np.int64)
+    vertex[:, 2:10, 3:8] = rng.integers(0, template.num_vertices, size=(b, 8, 5))
+    chart = np.where(vertex >= 0, template.chart[np.maximum(vertex, 0)], 0)
+    return {
+        "image": torch.rand(b, 3, h, w),
+        "cse": torch.rand(b, 4, h, w),
+        "vertex": torch.from_numpy(vertex),
+        "chart": torch.from_numpy(chart.astype(np.int64)),
+        "mask": torch.from_numpy((vertex >= 0).astype(np.float32)),
+        "weight": torch.ones(b, h, w),
+    }
+
+
+def test_loss_weights_come_from_params() -> None:
+    weights = LossWeights.from_params(LossParams(geodesic=0.0, hand_weight=3.0))
+    assert weights.geodesic == 0.0 and weights.hand_weight == 3.0 and weights.consistency_references == 100
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        LossWeights(classification=0.0, silhouette=0.0, geodesic=0.0, consistency=0.0)
+
+
+def test_total_loss_is_near_zero_at_gt(template) -> None:
+    tt = TemplateTensors.from_template(template)
+    batch = _batch(template)
+    total, logged = total_loss(_peaked(batch["vertex"], tt.colors), batch, LossWeights(), tt)
+    assert set(logged) == {"total", "classification", "silhouette", "geodesic", "consistency"}
+    assert all(value < 1e-3 for value in logged.values()), logged
+    assert total.item() == pytest.approx(logged["total"])
+
+
+def test_total_loss_skips_disabled_terms_and_is_reproducible(template) -> None:
+    tt = TemplateTensors.from_template(template)
+    batch = _batch(template)
+    g = torch.Generator().manual_seed(3)
+    outputs = BodyMapOutput(torch.randn(2, 3, 256, 12, 10, generator=g), torch.randn(2, 1, 12, 10, generator=g))
+    weights = LossWeights(geodesic=0.0)
+    _, logged = total_loss(outputs, batch, weights, tt, torch.Generator().manual_seed(1))
+    assert "geodesic" not in logged and logged["consistency"] > 0
+    _, again = total_loss(outputs, batch, weights, tt, torch.Generator().manual_seed(1))
+    assert logged == again
+    expected = logged["classification"] + logged["silhouette"] + 0.1 * logged["consistency"]
+    assert logged["total"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_total_loss_trains_a_real_model_end_to_end(template) -> None:
+    torch.manual_seed(0)
+    tt = TemplateTensors.from_template(template)
+    model = create_model("bodymap_vit", depth=2, out_indices=[0, 1], features=16)
+    batch = _batch(template, h=16, w=16)
+    total, logged = total_loss(model(batch["image"], batch["cse"]), batch, LossWeights(), tt)
+    total.backward()
+    assert np.isfinite(logged["total"]) and logged["geodesic"] > 0.1  # an untrained map is far off
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
