@@ -267,13 +267,23 @@ class FinetuneParams(Strict):
 
 # ------------------------------------------------------------------------------------------------------- evaluate
 class EvaluateParams(Strict):
-    windows_px: list[PositiveInt] = [5, 10, 20]
-    geodesic_cm: list[PositiveFloat] = [5.0, 10.0, 20.0]
-    temporal_intervals: list[PositiveInt] = [1, 12, 120]
+    """`bodymap evaluate` (definitions in `bodymap.eval`; DensePose AP settings are fixed by detectron2's evaluator).
+
+    windows_px: pixel-window radii w (BodyMap Table 2). geodesic_cm: geodesic accuracy radii (Slim DensePose).
+    temporal_intervals: frame gaps k (BodyMap Table 4), a match within temporal_tau_cm.
+    window_epsilon_m: the window metric's geodesic tolerance; null = the template's mean edge length.
+    max_detections: detections per image for AP (detectron2: 20). min_instance_pixels: dense predictions split into
+    instances drop smaller ones. visualisations: images drawn per evaluation set.
+    """
+
+    windows_px: Annotated[list[PositiveInt], Field(min_length=1, max_length=16)] = [5, 10, 20]
+    geodesic_cm: Annotated[list[PositiveFloat], Field(min_length=1, max_length=16)] = [5.0, 10.0, 20.0]
+    temporal_intervals: Annotated[list[PositiveInt], Field(min_length=1, max_length=16)] = [1, 12, 120]
     temporal_tau_cm: PositiveFloat = 5.0
-    max_detections: PositiveInt = 20
-    visualisations: NonNegInt = 4
-    device: Device = "auto"
+    window_epsilon_m: PositiveFloat | None = None
+    max_detections: Annotated[int, Field(gt=0, le=1000)] = 20
+    min_instance_pixels: NonNegInt = 16
+    visualisations: Annotated[int, Field(ge=0, le=1000)] = 4
 
 
 class RegisterParams(Strict):

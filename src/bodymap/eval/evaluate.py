@@ -1,0 +1,273 @@
+"""`evaluate_set`: every metric one evaluation set supports, for one prediction set; `write_report` for many.
+
+An evaluation set pairs a ground truth (`groundtruth.GroundTruth`) with a prediction directory. What is computed
+depends on the ground truth:
+
+| GT | DensePose AP/AR (3 modes) | cm + window accuracy | temporal |
+|---|---|---|---|
+| coco (DensePose-COCO JSON) | yes | on its sparse points | - |
+| dense (split with gt/<id>.npz) | if annotations.json exists | on every GT foreground pixel | - |
+| video (gt/<seq>/<frame>.npz) | if annotations.json exists | on every GT foreground pixel | yes |
+
+Predictions are matched to COCO images by `image_id` and to dense GT files by their relative path (`<id>`,
+`<seq>/<frame>`). A prediction for an image the GT does not have is an error; a GT image without a prediction
+predicts nothing (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from bodymap.config import EvaluateParams
+from bodymap.errors import input_error
+from bodymap.eval import plots
+from bodymap.eval.accuracy import PointAccumulator, geodesic_error
+from bodymap.eval.densepose_ap import APResult, evaluate_ap
+from bodymap.eval.groundtruth import GroundTruth
+from bodymap.eval.predictions import INDEX, Instances, PredictionSet
+from bodymap.eval.temporal import temporal_consistency, temporal_metrics
+from bodymap.io import read_image, write_json
+from bodymap.log import progress
+from bodymap.template import BodyTemplate
+
+log = logging.getLogger(__name__)
+
+Metrics = dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The evaluator's knobs (see `EvaluateParams`); window_epsilon_m None = the template's mean edge length."""
+
+    windows_px: tuple[int, ...] = (5, 10, 20)
+    geodesic_cm: tuple[float, ...] = (5.0, 10.0, 20.0)
+    temporal_intervals: tuple[int, ...] = (1, 12, 120)
+    temporal_tau_cm: float = 5.0
+    window_epsilon_m: float | None = None
+    max_detections: int = 20
+    min_instance_pixels: int = 16
+    visualisations: int = 4
+
+
+def build_settings(p: EvaluateParams) -> EvalSettings:
+    """Translate the `evaluate` params section into `EvalSettings`."""
+    return EvalSettings(
+        windows_px=tuple(sorted(set(p.windows_px))),
+        geodesic_cm=tuple(sorted(set(p.geodesic_cm))),
+        temporal_intervals=tuple(sorted(set(p.temporal_intervals))),
+        temporal_tau_cm=p.temporal_tau_cm,
+        window_epsilon_m=p.window_epsilon_m,
+        max_detections=p.max_detections,
+        min_instance_pixels=p.min_instance_pixels,
+        visualisations=p.visualisations,
+    )
+
+
+@dataclass
+class SetResult:
+    """metrics: the flat metrics of the set; ap: the DensePose AP result when the GT has COCO annotations."""
+
+    metrics: Metrics
+    ap: APResult | None
+
+
+def check_predictions(ground_truth: GroundTruth, predictions: PredictionSet) -> None:
+    """Every prediction must name an image of the ground truth (COCO image id and/or dense GT file)."""
+    index = predictions.directory / INDEX
+    dense_keys = set(ground_truth.dense.keys) if ground_truth.dense is not None else set()
+    for i, entry in enumerate(predictions.entries):
+        coco = ground_truth.coco
+        if coco is not None and entry.image_id not in coco.index_of:
+            raise input_error(
+                index, f"images[{i}]", "image_id", f"unknown image id {entry.image_id}: not in {coco.path}"
+            )
+        dense = ground_truth.dense
+        if dense is not None and entry.key not in dense_keys:
+            raise input_error(
+                index,
+                f"images[{i}]",
+                "file",
+                f"{entry.key}.npz matches no ground-truth file {dense.root / 'gt' / entry.key}.npz",
+            )
+
+
+def _image(ground_truth: GroundTruth, **where: object) -> np.ndarray | None:
+    path = ground_truth.image_file(**where)  # type: ignore[arg-type]
+    return read_image(path) if path is not None else None
+
+
+def _evaluate_coco(
+    ground_truth: GroundTruth,
+    predictions: PredictionSet,
+    template: BodyTemplate,
+    settings: EvalSettings,
+    points: PointAccumulator | None,
+    vis_dir: Path | None,
+) -> tuple[APResult, int]:
+    coco = ground_truth.coco
+    assert coco is not None
+    detections: list[Instances] = []
+    missing = 0
+    x_all, y_all = coco.point_pixels
+    point_image = coco.point_image
+    for i in progress(range(coco.num_images), "read predictions", logger=log):
+        shape = (int(coco.heights[i]), int(coco.widths[i]))
+        entry = predictions.by_id.get(int(coco.image_ids[i]))
+        missing += entry is None
+        ranked, image_map = predictions.read(
+            entry, shape, max_detections=settings.max_detections, min_pixels=settings.min_instance_pixels
+        )
+        detections.append(ranked)
+        if points is None:
+            continue
+        sel = slice(*np.searchsorted(point_image, [i, i + 1]))
+        x, y, v = x_all[sel], y_all[sel], coco.vertex[sel]
+        points.add(x, y, v, coco.chart[sel], image_map)
+        if vis_dir is not None and i < settings.visualisations:
+            correct = geodesic_error(v, image_map[y, x], template.geodesics) <= 0.10
+            rgb = plots.sparse_sample(
+                _image(ground_truth, image_index=i), shape, x, y, v, image_map, correct, template.colors
+            )
+            plots.save_sample(vis_dir / f"{int(coco.image_ids[i]):06d}.png", rgb)
+    if missing:
+        log.warning("%s: %d of %d images have no prediction", predictions.directory, missing, coco.num_images)
+    return evaluate_ap(coco, detections, template.geodesics), sum(len(d) for d in detections)
+
+
+def _dense_points(
+    ground_truth: GroundTruth,
+    predictions: PredictionSet,
+    template: BodyTemplate,
+    settings: EvalSettings,
+    points: PointAccumulator,
+    vis_dir: Path | None,
+) -> None:
+    dense = ground_truth.dense
+    assert dense is not None
+    missing = 0
+    for n, key in enumerate(progress(dense.keys, "dense points", logger=log)):
+        frame = dense.load(key)
+        entry = predictions.by_key.get(key)
+        missing += entry is None
+        _, pred = predictions.read(
+            entry, frame.vertex.shape, max_detections=settings.max_detections, min_pixels=settings.min_instance_pixels
+        )
+        y, x = np.nonzero(frame.vertex >= 0)
+        v = frame.vertex[y, x]
+        points.add(x, y, v, template.chart[v], pred)
+        if vis_dir is not None and n < settings.visualisations:
+            error = np.full(frame.vertex.shape, np.inf)
+            error[y, x] = geodesic_error(v, pred[y, x], template.geodesics)
+            rgb = plots.dense_sample(_image(ground_truth, key=key), frame.vertex, pred, error, template.colors)
+            plots.save_sample(vis_dir / f"{key.replace('/', '_')}.png", rgb)
+    if missing:
+        log.warning("%s: %d of %d GT images have no prediction", predictions.directory, missing, len(dense.keys))
+
+
+def _temporal(
+    ground_truth: GroundTruth, predictions: PredictionSet, template: BodyTemplate, settings: EvalSettings
+) -> Metrics:
+    dense = ground_truth.dense
+    assert dense is not None
+
+    @lru_cache(maxsize=32)  # consecutive pairs reuse frames; k = 1 reads each frame once
+    def load(sequence: str, t: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        key = dense.sequences[sequence][t]
+        frame = dense.load(key)
+        _, pred = predictions.read(
+            predictions.by_key.get(key),
+            frame.vertex.shape,
+            max_detections=settings.max_detections,
+            min_pixels=settings.min_instance_pixels,
+        )
+        return frame.vertex, frame.person, pred
+
+    counts = temporal_consistency(
+        {name: len(keys) for name, keys in dense.sequences.items()},
+        load,
+        intervals=settings.temporal_intervals,
+        geodesics=template.geodesics,
+        tau_m=settings.temporal_tau_cm / 100.0,
+    )
+    for k, (_, total) in counts.items():
+        if total == 0:
+            log.warning("temporal_k%d: no frame pair %d frames apart with a surface point visible in both", k, k)
+    return temporal_metrics(counts)
+
+
+def evaluate_set(
+    *,
+    ground_truth: GroundTruth,
+    predictions: PredictionSet,
+    template: BodyTemplate,
+    settings: EvalSettings,
+    out_dir: Path | None = None,
+    title: str = "",
+) -> SetResult:
+    """All metrics of one prediction set on one ground truth (see the module docstring for which).
+
+    Args:
+        out_dir: when given, PR curves (`pr_<mode>.csv`, `pr.png`) and `vis/*.png` panels are written there.
+    Returns:
+        SetResult; metrics keys: `<mode>_ap..._arl` (mode gps, gpsm, iou), `window_<w>px[_<group>]`,
+        `cm_<c>[_<group>]`, `temporal_k<k>`, and the counts `images`, `gt_instances`, `detections`, `points`.
+    """
+    check_predictions(ground_truth, predictions)
+    epsilon = settings.window_epsilon_m if settings.window_epsilon_m is not None else template.mean_edge_length
+    if template.geodesics.mode != "dense":
+        log.warning("template geodesics are landmark-approximated: near distances (window ε, cm) are coarse")
+    points = PointAccumulator(
+        template.geodesics, epsilon_m=epsilon, windows_px=settings.windows_px, cm=settings.geodesic_cm
+    )
+    vis_dir = out_dir / "vis" if out_dir is not None and settings.visualisations > 0 else None
+    metrics: Metrics = {}
+    ap = None
+    coco = ground_truth.coco
+    if coco is not None:
+        sparse_points = points if ground_truth.dense is None else None
+        ap, detections = _evaluate_coco(ground_truth, predictions, template, settings, sparse_points, vis_dir)
+        metrics.update(ap.metrics())
+        metrics["images"] = float(coco.num_images)
+        metrics["gt_instances"] = float(np.sum(~coco.ignore))
+        metrics["detections"] = float(detections)
+        if out_dir is not None:
+            plots.write_pr_curves(ap, out_dir, title or ground_truth.source.name)
+    if ground_truth.dense is not None:
+        _dense_points(ground_truth, predictions, template, settings, points, vis_dir)
+        metrics.setdefault("images", float(len(ground_truth.dense.keys)))
+    metrics.update(points.metrics())
+    metrics["points"] = float(points.num_points)
+    metrics["window_epsilon_cm"] = 100.0 * epsilon
+    if ground_truth.kind == "video":
+        metrics.update(_temporal(ground_truth, predictions, template, settings))
+    return SetResult(metrics, ap)
+
+
+def flatten(results: Mapping[str, Mapping[str, float | None]]) -> Metrics:
+    """{set name: metrics} -> one flat mapping `<name>/<metric>` (names may themselves be `model/set`)."""
+    return {f"{name}/{key}": value for name, metrics in results.items() for key, value in metrics.items()}
+
+
+def write_report(results: Mapping[str, Mapping[str, float | None]], path: str | Path) -> Metrics:
+    """Write the flat metrics of several evaluation sets as one JSON (DVC metrics); values rounded to 4 decimals,
+    None (undefined: nothing to measure) kept as null."""
+    flat = {k: (None if v is None else round(float(v), 4)) for k, v in flatten(results).items()}
+    write_json(path, flat)
+    return flat
+
+
+__all__ = [
+    "EvalSettings",
+    "SetResult",
+    "build_settings",
+    "check_predictions",
+    "evaluate_set",
+    "flatten",
+    "write_report",
+]

@@ -1,0 +1,122 @@
+"""`bodymap evaluate`: score prediction sets against ground truth; one flat metrics report for all of them.
+
+Each `--eval NAME KIND GT PREDICTIONS [IMAGES]` is one evaluation set. NAME prefixes its metric keys and names its
+output folder; it may be `model/set` (e.g. `bodymap/coco` and `cse/coco`) so one report compares models side by
+side. KIND is `coco` (GT = a DensePose-COCO JSON), `dense` (GT = a split directory with gt/<id>.npz and optionally
+annotations.json) or `video` (GT = a directory with gt/<seq>/<frame>.npz); IMAGES is where the RGB images lie,
+only for the pictures (default: the JSON's folder, or the GT directory). Ground truth shared by several sets is read
+once.
+
+Writes into --out (atomically): `metrics.json` (flat, keys `<NAME>/<metric>`), `run.yaml`, and per set
+`<NAME>/pr_<mode>.csv`, `<NAME>/pr.png`, `<NAME>/vis/*.png`. --metrics also copies metrics.json elsewhere (DVC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bodymap.config import Params
+from bodymap.errors import BodymapError
+from bodymap.eval.evaluate import build_settings, evaluate_set, write_report
+from bodymap.eval.groundtruth import GT_KINDS, GroundTruth, load_ground_truth
+from bodymap.eval.predictions import PredictionSet
+from bodymap.io import atomic_dir, write_json, write_run_info
+from bodymap.template import BodyTemplate
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+HEADLINE = ("gps_ap", "gpsm_ap", "iou_ap", "window_5px", "window_10px", "window_20px", "cm_5", "cm_10", "cm_20")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One `--eval` argument: a set name, GT kind and path, prediction directory, optional image directory."""
+
+    name: str
+    kind: str
+    gt: Path
+    predictions: Path
+    images: Path | None = None
+
+
+def parse_spec(items: list[str]) -> EvalSpec:
+    """`NAME KIND GT PREDICTIONS [IMAGES]` -> EvalSpec, or a BodymapError saying what is wrong."""
+    usage = "--eval expects NAME KIND GT PREDICTIONS [IMAGES]"
+    if len(items) not in (4, 5):
+        raise BodymapError(f"{usage}, got {len(items)} values: {' '.join(items)}")
+    name, kind, gt, predictions, *images = items
+    if not _NAME.match(name):
+        raise BodymapError(f"--eval {name}: NAME must be /-separated parts of letters, digits, _ . - (bodymap/coco)")
+    if kind not in GT_KINDS:
+        raise BodymapError(f"--eval {name}: KIND must be one of {', '.join(GT_KINDS)}, got {kind!r}")
+    return EvalSpec(name, kind, Path(gt), Path(predictions), Path(images[0]) if images else None)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", type=Path, required=True, help="template directory (bodymap template --out)")
+    parser.add_argument(
+        "--eval",
+        dest="eval_sets",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar="ITEM",
+        help="an evaluation set: NAME KIND GT PREDICTIONS [IMAGES], KIND one of coco, dense, video (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output directory (metrics.json, PR curves, pictures)")
+    parser.add_argument("--metrics", type=Path, default=None, help="also write the flat metrics here (DVC metrics)")
+
+
+def _headline(metrics: dict[str, float | None]) -> str:
+    shown = [f"{k}={metrics[k]:.1f}" for k in HEADLINE if metrics.get(k) is not None]
+    shown += [f"{k}={v:.1f}" for k, v in metrics.items() if k.startswith("temporal_") and v is not None]
+    return " ".join(shown) or "nothing measurable"
+
+
+def main(args: argparse.Namespace, params: Params) -> int:
+    specs = [parse_spec(items) for items in args.eval_sets]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise BodymapError(f"--eval names must be unique, got {', '.join(names)}")
+    settings = build_settings(params.evaluate)
+    template = BodyTemplate.load(args.template)
+    ground_truths: dict[tuple[str, Path, Path | None], GroundTruth] = {}
+    results = {}
+    with atomic_dir(args.out) as tmp:
+        for spec in specs:
+            key = (spec.kind, spec.gt.resolve(), spec.images)
+            if key not in ground_truths:
+                ground_truths[key] = load_ground_truth(spec.kind, spec.gt, template=template, images_dir=spec.images)
+            predictions = PredictionSet.open(
+                spec.predictions, num_vertices=template.num_vertices, template_name=template.name
+            )
+            result = evaluate_set(
+                ground_truth=ground_truths[key],
+                predictions=predictions,
+                template=template,
+                settings=settings,
+                out_dir=tmp / spec.name,
+                title=spec.name,
+            )
+            results[spec.name] = result.metrics
+            log.info("%s: %s", spec.name, _headline(result.metrics))
+        flat = write_report(results, tmp / "metrics.json")
+        write_run_info(
+            tmp,
+            "evaluate",
+            params.evaluate.model_dump(mode="json"),
+            template=str(args.template),
+            eval_sets=[{k: str(v) for k, v in vars(s).items() if v is not None} for s in specs],
+        )
+    if args.metrics is not None:
+        write_json(args.metrics, flat)
+    log.info("evaluation written to %s", args.out)
+    return 0
+
+
+__all__ = ["EvalSpec", "add_arguments", "main", "parse_spec"]
