@@ -36,6 +36,21 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The DVC remote on the S3-compatible store (README: "Run on a cluster"). The endpoint comes from the environment;
+# credentials stay there too (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are read by DVC at push/pull time).
+# Written to .dvc/config.local (git-ignored) unless DVC_REMOTE_SCOPE=--project.
+#   AWS_ENDPOINT_URL=http://minio.bodymap.svc:9000 make remote [DVC_REMOTE_URL=s3://bodymap/dvc]
+DVC ?= $(BIN)/dvc
+DVC_REMOTE ?= store
+DVC_REMOTE_URL ?= s3://bodymap/dvc
+DVC_REMOTE_SCOPE ?= --local
+remote:
+	@test -n "$(AWS_ENDPOINT_URL)" || { echo "set AWS_ENDPOINT_URL to the store's endpoint, e.g. http://minio.bodymap.svc:9000"; exit 2; }
+	@test -x "$(DVC)" || { echo "$(DVC) not found: run 'make test' (or 'make run') once to install"; exit 2; }
+	$(DVC) remote add $(DVC_REMOTE_SCOPE) -d -f $(DVC_REMOTE) $(DVC_REMOTE_URL)
+	$(DVC) remote modify $(DVC_REMOTE_SCOPE) $(DVC_REMOTE) endpointurl $(AWS_ENDPOINT_URL)
+	@echo "DVC remote '$(DVC_REMOTE)' -> $(DVC_REMOTE_URL) at $(AWS_ENDPOINT_URL); credentials from the environment"
+
 # Re-resolve the pinned versions from pyproject.toml (needs the registries).
 lock:
 	rm -rf /tmp/bodymap-lock && $(PYTHON) -m venv /tmp/bodymap-lock
