@@ -14,7 +14,6 @@ image position. Both metrics are reported in percent over all points and per par
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from bodymap.densepose import PART_GROUPS
 from bodymap.template.geodesic import Geodesics
@@ -29,18 +28,18 @@ def geodesic_error(gt_vertex: np.ndarray, pred_vertex: np.ndarray, geodesics: Ge
 
 
 class VertexBalls:
-    """For each vertex v, the vertices u with d(v, u) <= radius: a padded [V, K] int32 table (-1 pads), filled on
-    demand from `geodesics.rows`, so it agrees exactly with `geodesics.pair`."""
+    """For each vertex v, the vertices u with d(v, u) <= radius, filled on demand from `geodesics.rows` (so it agrees
+    exactly with `geodesics.pair`): a padded [V, K] int32 table (-1 pads, members first) and sizes [V]."""
 
     def __init__(self, geodesics: Geodesics, radius: float, chunk: int = 512) -> None:
         self.geodesics = geodesics
         self.radius = float(radius)
         self.chunk = chunk
         self.known = np.zeros(geodesics.num_vertices, bool)
+        self.sizes = np.zeros(geodesics.num_vertices, np.int64)
         self.table = np.full((geodesics.num_vertices, 1), -1, np.int32)
 
-    def members(self, vertices: np.ndarray) -> np.ndarray:
-        """[N, K] int32 ball members of each vertex id in [N] (>= 0), -1 padded."""
+    def _fill(self, vertices: np.ndarray) -> None:
         todo = np.unique(vertices[~self.known[vertices]])
         for start in range(0, len(todo), self.chunk):
             rows = todo[start : start + self.chunk]
@@ -53,8 +52,24 @@ class VertexBalls:
             r, c = np.nonzero(near)
             slot = np.arange(len(r)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
             self.table[rows[r], slot] = c
+            self.sizes[rows] = sizes
             self.known[rows] = True
+
+    def members(self, vertices: np.ndarray) -> np.ndarray:
+        """[N, K] int32 ball members of each vertex id in [N] (>= 0), -1 padded."""
+        self._fill(vertices)
         return self.table[vertices]
+
+    def pairs(self, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (i, u) with u in the ball of vertices[i]: (i [Q] int64, u [Q] int32), grouped by i ascending."""
+        self._fill(vertices)
+        sizes = self.sizes[vertices]
+        index = np.repeat(np.arange(len(vertices)), sizes)
+        slot = np.arange(len(index)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return index, self.table[vertices[index], slot]
+
+
+_CANDIDATES = 4_000_000  # (point, pixel) candidates per chunk in window_distance, to bound memory
 
 
 def window_distance(
@@ -62,26 +77,39 @@ def window_distance(
 ) -> np.ndarray:
     """Distance in pixels from each GT point to the nearest pixel predicting a vertex within ε of its GT vertex.
 
+    For each point and each vertex u of its ε-ball, every pixel predicting u is a candidate (pixels sorted by
+    predicted vertex, so they are one contiguous range); the nearest candidate gives the distance.
+
     Args:
         x, y: [N] int pixel of each point; gt_vertex: [N] int (>= 0); pred: [H, W] int image-level prediction.
         max_radius: largest window of interest; farther (or no) such pixels give inf.
     Returns:
-        [N] float64 pixels (exact for integer offsets, so `<= w` compares exactly).
+        [N] float64 pixels (square roots of integers, so `<= w` compares exactly).
     """
     out = np.full(len(x), np.inf)
-    qy, qx = np.nonzero(pred >= 0)
-    if len(qx) == 0 or len(x) == 0:
+    flat = pred.ravel()
+    fg = np.flatnonzero(flat >= 0)
+    if len(fg) == 0 or len(x) == 0:
         return out
-    # One tree over (x, y, u * far): a neighbour within max_radius must predict exactly vertex u, so each
-    # (point, u in its ball) query finds the nearest pixel predicting u.
-    far = 4.0 * (pred.shape[0] + pred.shape[1] + max_radius)
-    tree = cKDTree(np.stack([qx, qy, pred[qy, qx] * far], axis=1).astype(np.float64))
-    members = balls.members(gt_vertex)
-    point, slot = np.nonzero(members >= 0)
-    queries = np.stack([x[point], y[point], members[point, slot] * far], axis=1).astype(np.float64)
-    dist, _ = tree.query(queries, k=1, distance_upper_bound=max_radius + 0.5)
-    np.minimum.at(out, point, dist)
-    out[out > max_radius] = np.inf
+    order = np.argsort(flat[fg], kind="stable")
+    pixels, predicted = fg[order], flat[fg][order]
+    point, member = balls.pairs(np.asarray(gt_vertex))
+    lo = np.searchsorted(predicted, member, side="left")
+    counts = np.searchsorted(predicted, member, side="right") - lo
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    best = np.full(len(x), np.iinfo(np.int64).max)
+    width = pred.shape[1]
+    start = 0
+    while start < len(point):
+        stop = max(start + 1, int(np.searchsorted(cum, cum[start] + _CANDIDATES, side="right")) - 1)
+        n = counts[start:stop]
+        candidate = np.repeat(lo[start:stop] - (cum[start:stop] - cum[start]), n) + np.arange(cum[stop] - cum[start])
+        owner = np.repeat(point[start:stop], n)
+        qy, qx = np.divmod(pixels[candidate], width)
+        np.minimum.at(best, owner, (qx - x[owner]) ** 2 + (qy - y[owner]) ** 2)
+        start = stop
+    reached = best <= max_radius**2
+    out[reached] = np.sqrt(best[reached].astype(np.float64))
     return out
 
 

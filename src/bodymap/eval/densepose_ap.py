@@ -137,7 +137,7 @@ def overlap_matrices(coco: CocoGroundTruth, detections: list[Instances]) -> tupl
         height, width = int(coco.heights[i]), int(coco.widths[i])
         masks = np.zeros((height, width, len(dets)), np.uint8, order="F")
         for k in range(len(dets)):
-            masks[:, :, k] = box_mask_on_image((dets.maps[k] >= 0).astype(np.uint8), dets.boxes[k], height, width)
+            box_mask_on_image(dets.maps[k] >= 0, dets.boxes[k], height, width, out=masks[:, :, k])
         crowd = coco.iscrowd[g0:g1].astype(np.uint8).tolist()
         mask_iou.append(np.asarray(mask_utils.iou(mask_utils.encode(masks), coco.rles[g0:g1], crowd), np.float64))
         box_iou.append(np.asarray(mask_utils.iou(dets.boxes, coco.boxes[g0:g1], crowd), np.float64))

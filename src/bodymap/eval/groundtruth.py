@@ -62,10 +62,13 @@ def dp_masks_to_box_mask(dp_masks: list[Any], w: float, h: float) -> np.ndarray:
     return (zoom(grid, scale, order=1, prefilter=False) > 0.5).astype(np.uint8)
 
 
-def box_mask_on_image(mask: np.ndarray | None, box: np.ndarray, height: int, width: int) -> np.ndarray:
+def box_mask_on_image(
+    mask: np.ndarray | None, box: np.ndarray, height: int, width: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Place a box-grid mask on the image as detectron2 does: top-left at (int(x), int(y)), clipped to the image and
-    to int(x + w), int(y + h). Returns [H, W] uint8 (all zero for mask None)."""
-    image = np.zeros((height, width), np.uint8)
+    to int(x + w), int(y + h). Returns [H, W] uint8 (all zero for mask None), written into `out` when given (a
+    zeroed [H, W] view, e.g. one channel of a Fortran-ordered stack for pycocotools)."""
+    image = np.zeros((height, width), np.uint8) if out is None else out
     if mask is not None:
         x, y, w, h = (float(v) for v in box)
         x0, y0 = max(int(x), 0), max(int(y), 0)

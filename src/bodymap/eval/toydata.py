@@ -3,7 +3,8 @@
 People are orthographic front or back views of the rest-pose template (ray cast once with `bodymap.raycast`),
 scaled with nearest-neighbour resampling and pasted into images (later people occlude earlier ones). From such a
 scene come dense GT (the docs/formats.md `gt/<id>.npz` arrays) and DensePose-COCO annotations with sampled points,
-`dp_masks` and an RLE segmentation, so the evaluator can be exercised without the render stage.
+`dp_masks` and an RLE segmentation, so the evaluator can be exercised without the render stage. Predictions are
+derived from the GT: displaced vertices, lost foreground, jittered boxes, duplicates and false positives.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy.spatial import cKDTree
 
+from bodymap.eval.predictions import Instances
 from bodymap.io import save_npz, write_json
 from bodymap.template import BodyTemplate
 
@@ -140,6 +143,65 @@ def coco_document(images: list[dict[str, Any]], annotations: list[dict[str, Any]
     }
 
 
+# ---------------------------------------------------------------------------------------------- predictions
+def instance_of(scene: Scene, k: int, pred: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(box [4], grid) of person k of a scene: its tight box and the prediction (default: GT) over it."""
+    pred = scene.vertex if pred is None else pred
+    ys, xs = np.nonzero(scene.person == k)
+    x, y = xs.min(), ys.min()
+    w, h = xs.max() + 1 - x, ys.max() + 1 - y
+    grid = np.where(scene.person[y : y + h, x : x + w] == k, pred[y : y + h, x : x + w], -1)
+    return np.array([x, y, w, h], np.float64), grid.astype(np.int32)
+
+
+def instances(items: list[tuple[np.ndarray, float, np.ndarray]]) -> Instances:
+    """Instances from (box, score, grid) triples."""
+    if not items:
+        return Instances.empty()
+    return Instances(
+        np.array([b for b, _, _ in items], np.float64), np.array([s for _, s, _ in items]), tuple(g for *_, g in items)
+    )
+
+
+def neighbour_table(template: BodyTemplate, k: int, seed: int) -> np.ndarray:
+    """[V] int32: each vertex -> one of its k nearest vertices (a small, consistent displacement on the body)."""
+    rng = np.random.default_rng(seed)
+    _, near = cKDTree(template.vertices).query(template.vertices, k=k)
+    return near[np.arange(len(near)), rng.integers(0, k, len(near))].astype(np.int32)
+
+
+def noisy(vertex: np.ndarray, table: np.ndarray, rng: np.random.Generator, drop: float = 0.05) -> np.ndarray:
+    """A plausible imperfect prediction: displaced vertices, some foreground lost, some background hallucinated."""
+    out = np.where(vertex >= 0, table[np.maximum(vertex, 0)], -1)
+    out[rng.random(vertex.shape) < drop] = -1
+    shifted = np.roll(out, shift=int(rng.integers(-2, 3)), axis=1)
+    return shifted.astype(np.int32)
+
+
+def random_detections(scene: Scene, pred: np.ndarray, rng: np.random.Generator, false_positives: int = 1) -> Instances:
+    """Jittered fractional boxes around each GT person (grid from `pred`), duplicates and false positives."""
+    height, width = scene.shape
+    items = []
+    for k in np.unique(scene.person[scene.person >= 0]):
+        box, _ = instance_of(scene, int(k))
+        for _ in range(int(rng.integers(1, 3))):
+            jitter = box + rng.uniform(-3, 3, 4) * np.array([1, 1, 1, 1])
+            jitter[2:] = np.maximum(jitter[2:], 1.0)
+            items.append((jitter, float(rng.random()), _grid(pred, jitter, height, width)))
+    for _ in range(false_positives):
+        x, y = rng.uniform(0, width - 20), rng.uniform(0, height - 20)
+        box = np.array([x, y, rng.uniform(5, 60), rng.uniform(5, 90)])
+        items.append((box, float(rng.random()) * 0.5, _grid(pred, box, height, width)))
+    return instances(items)
+
+
+def _grid(pred: np.ndarray, box: np.ndarray, height: int, width: int) -> np.ndarray:
+    rows, cols = max(int(box[3]), 1), max(int(box[2]), 1)
+    ys, xs = int(box[1]) + np.arange(rows), int(box[0]) + np.arange(cols)
+    inside = ((ys >= 0) & (ys < height))[:, None] & ((xs >= 0) & (xs < width))[None, :]
+    return np.where(inside, pred[np.clip(ys, 0, height - 1)][:, np.clip(xs, 0, width - 1)], -1).astype(np.int32)
+
+
 def write_split(
     directory: str | Path,
     scenes: list[Scene],
@@ -172,4 +234,16 @@ def write_video(directory: str | Path, sequences: list[list[Scene]]) -> None:
             save_npz(directory / "gt" / f"{s:03d}" / f"{t:04d}.npz", vertex=scene.vertex, person=scene.person)
 
 
-__all__ = ["Scene", "ToyPeople", "annotate", "coco_document", "write_split", "write_video"]
+__all__ = [
+    "Scene",
+    "ToyPeople",
+    "annotate",
+    "coco_document",
+    "instance_of",
+    "instances",
+    "neighbour_table",
+    "noisy",
+    "random_detections",
+    "write_split",
+    "write_video",
+]
