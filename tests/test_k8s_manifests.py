@@ -283,9 +283,7 @@ def check_training_job(doc: dict[str, Any]) -> None:
 def test_training_templates_are_what_the_launcher_builds(kind):
     committed = load_documents(K8S / "training" / f"{kind}.yaml")[0]
     expected = build_manifest(ClusterParams(launcher=kind, nodes=2), "bodymap-pretrain", ["pretrain"])
-    assert committed == expected, (
-        f"k8s/training/{kind}.yaml is stale: regenerate with the command in its first line (--params /dev/null)"
-    )
+    assert committed == expected, f"k8s/training/{kind}.yaml is stale: regenerate it with the command in its first line"
 
 
 # ------------------------------------------------------------------------------------------------------ rendering
