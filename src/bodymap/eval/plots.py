@@ -18,6 +18,7 @@ from bodymap.io import atomic_path, write_image
 
 _BACKGROUND = 255
 _ERROR_MAX_M = 0.2  # error panel saturates at 20 cm, the largest default cm threshold
+_MIN_PANEL = 256
 
 
 def write_pr_csv(path: Path, precision: np.ndarray) -> None:
@@ -100,18 +101,28 @@ def _error_panel(error: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _scale(height: int) -> int:
+    """Integer upscaling so small images stay readable (panels at least ~256 px tall)."""
+    return max(1, -(-_MIN_PANEL // height))
+
+
+def _up(rgb: np.ndarray, scale: int) -> np.ndarray:
+    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1) if scale > 1 else rgb
+
+
 def dense_sample(
     image: np.ndarray | None, gt: np.ndarray, pred: np.ndarray, error: np.ndarray, colors: np.ndarray
 ) -> np.ndarray:
-    """[H, 4W, 3] uint8: image | GT colour code | predicted colour code | geodesic error (0..20 cm)."""
+    """[H', 4W', 3] uint8: image | GT colour code | predicted colour code | geodesic error (0..20 cm)."""
     height, width = gt.shape
     if image is None or image.shape[:2] != gt.shape:
         image = np.full((height, width, 3), 200, np.uint8)
+    scale = _scale(height)
     panels = [
-        _label(image.copy(), "image"),
-        _label(colourise(gt, colors), "ground truth"),
-        _label(colourise(pred, colors), "prediction"),
-        _label(_error_panel(error, gt >= 0), "error 0-20 cm"),
+        _label(_up(image, scale), "image"),
+        _label(_up(colourise(gt, colors), scale), "ground truth"),
+        _label(_up(colourise(pred, colors), scale), "prediction"),
+        _label(_up(_error_panel(error, gt >= 0), scale), "error 0-20 cm"),
     ]
     return np.concatenate(panels, axis=1)
 
@@ -126,13 +137,17 @@ def sparse_sample(
     correct: np.ndarray,
     colors: np.ndarray,
 ) -> np.ndarray:
-    """[H, 3W, 3] uint8: image with GT points in their colour code | prediction | points green (within 10 cm) or red."""
+    """[H', 3W', 3] uint8: image with GT points in their colour code | prediction | points green (within 10 cm) or
+    red."""
     height, width = shape
     if image is None or image.shape[:2] != (height, width):
         image = np.full((height, width, 3), 200, np.uint8)
-    radius = max(1, round(min(height, width) / 150))
-    left, middle, right = image.copy(), colourise(pred, colors), image.copy()
-    for px, py, v, ok in zip(x.tolist(), y.tolist(), gt_vertex.tolist(), correct.tolist(), strict=True):
+    scale = _scale(height)
+    radius = max(2, round(min(height, width) * scale / 150))
+    left, middle = _up(image, scale).copy(), _up(colourise(pred, colors), scale).copy()
+    right = left.copy()
+    centres = zip((x * scale + scale // 2).tolist(), (y * scale + scale // 2).tolist(), strict=True)
+    for (px, py), v, ok in zip(centres, gt_vertex.tolist(), correct.tolist(), strict=True):
         colour = tuple(int(c) for c in colors[max(v, 0)])
         cv2.circle(left, (px, py), radius + 1, (0, 0, 0), -1)
         cv2.circle(left, (px, py), radius, colour, -1)
