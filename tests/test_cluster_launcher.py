@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from types import SimpleNamespace
 from typing import Any
 
@@ -227,3 +229,20 @@ def test_job_status_prefers_terminal_then_latest_condition():
     assert job_status({"status": {"conditions": late_running}}).failed
     restarting = [cond("Running", "2026-01-01T00:00:00Z"), cond("Restarting", "2026-01-01T00:05:00Z")]
     assert job_status({"status": {"conditions": restarting}}).phase == "Restarting"
+
+
+def test_sigterm_while_waiting_deletes_the_job():
+    """A cancelled KFP run SIGTERMs the step's pod: the job must not outlive it."""
+    api = FakeCustomObjects([[cond("Running")]])
+    run, clock = launcher(api)
+
+    def sleep_then_get_cancelled(seconds: float) -> None:
+        clock.sleep(seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    run.sleep = sleep_then_get_cancelled
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run.run(build_manifest(CLUSTER, "bodymap-pretrain-c", ARGS), CLUSTER)
+    assert api.names() == ["create", "get", "delete"]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -10,6 +10,8 @@ restarts and expired watch tokens, and a job's life is counted in minutes, so a 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,13 +248,33 @@ class Launcher:
             self.sleep(max(0.0, min(poll_interval_s, deadline - self.clock())))
 
     def run(self, manifest: dict[str, Any], cluster: ClusterParams) -> JobStatus:
-        """Submit, then wait with the cluster section's timeouts. Ctrl-C deletes the job before re-raising."""
+        """Submit, then wait with the cluster section's timeouts.
+
+        Ctrl-C, or SIGTERM (what a cancelled KFP run sends the step's pod), deletes the job before re-raising, so a
+        cancelled pipeline does not leave GPUs busy.
+        """
         self.submit(manifest, cluster.api_timeout_s)
+        previous = _interrupt_on_sigterm()
         try:
             return self.wait(manifest, cluster.timeout_s, cluster.poll_interval_s, cluster.api_timeout_s)
         except KeyboardInterrupt:
+            log.warning("interrupted: deleting %s %s", manifest["kind"], manifest["metadata"]["name"])
             self.delete(manifest, cluster.api_timeout_s)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _interrupt_on_sigterm() -> Any:
+    """Make SIGTERM raise KeyboardInterrupt (main thread only); return the previous handler, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def kubernetes_apis() -> tuple[Any, Any]:
