@@ -8,6 +8,7 @@ template code, so editing the template rebuilds it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -51,3 +52,35 @@ def template_dir(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def template(template_dir: Path) -> BodyTemplate:
     return BodyTemplate.load(template_dir)
+
+
+# A tiny render in the docs/formats.md layout, shared by every test that needs rendered data (CSE, training, eval).
+TEST_RENDER_PARAMS = {
+    "image_size": 96,
+    "identities": 8,
+    "train_images": 16,
+    "test_images": 6,
+    "workers": 1,
+    "contact_sheet": 4,
+    "coco_like": {"train_images": 6, "val_images": 4},
+    "video": {"sequences": 1, "frames": 13, "labelled_every": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def rendered(template_dir: Path, request: pytest.FixtureRequest) -> Path:
+    """Root of a tiny render of the test template (96x96; 16 train, 6 test, coco-like 6 + 4, one 13-frame video).
+
+    Cached between local runs under pytest's cache, keyed by the render and template code; treat it as read-only.
+    """
+    from bodymap.config import RenderParams
+    from bodymap.render.run import render_dataset
+    from bodymap.render.settings import build_settings
+
+    digest = hashlib.sha256((template_dir.name + json.dumps(TEST_RENDER_PARAMS, sort_keys=True)).encode())
+    for path in sorted((ROOT / "src/bodymap/render").glob("*.py")):
+        digest.update(path.read_bytes())
+    out = Path(request.config.cache.mkdir("bodymap-render")) / digest.hexdigest()[:16]
+    if not (out / "manifest.json").exists():
+        render_dataset(build_settings(RenderParams.model_validate(TEST_RENDER_PARAMS)), template_dir, out)
+    return out

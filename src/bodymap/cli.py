@@ -22,6 +22,7 @@ log = logging.getLogger("bodymap")
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("bodymap.params_cli", "check a params file against the schema, or print the defaults"),
     "template": ("bodymap.template.stage", "build the body template: charts, colour code, geodesics, LBO basis"),
+    "render": ("bodymap.render.stage", "render synthetic people with exact dense GT, coco-like and video splits"),
     "evaluate": ("bodymap.eval.stage", "score predictions: DensePose GPS/GPSm/IoU AP-AR, cm, px-window, temporal"),
     "cluster": ("bodymap.cluster.cli", "print or submit a multi-node training job (TrainJob / PyTorchJob)"),
 }

@@ -94,53 +94,150 @@ class TemplateParams(Strict):
 
 
 # ----------------------------------------------------------------------------------------------------------- render
+Count = Annotated[int, Field(ge=0, le=10_000_000)]
+People = Annotated[int, Field(ge=1, le=20)]
+
+
+class UnitRange(Strict):
+    """A closed interval [lo, hi] inside [0, 1] to sample from uniformly."""
+
+    lo: Probability
+    hi: Probability
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UnitRange:
+        if self.lo > self.hi:
+            raise ValueError(f"lo ({self.lo}) must not exceed hi ({self.hi})")
+        return self
+
+
+def _within(name: str, r: Range, lo: float, hi: float) -> None:
+    if r.lo < lo or r.hi > hi:
+        raise ValueError(f"{name} must lie within [{lo}, {hi}], got [{r.lo}, {r.hi}]")
+
+
+class ShapeParams(Strict):
+    """Anny phenotype ranges identities are drawn from (Anny units: age 1/3 = child, 2/3 = young adult, 1 = old)."""
+
+    gender: UnitRange = UnitRange(lo=0.0, hi=1.0)
+    age: UnitRange = UnitRange(lo=0.4, hi=1.0)
+    muscle: UnitRange = UnitRange(lo=0.1, hi=0.9)
+    weight: UnitRange = UnitRange(lo=0.1, hi=0.9)
+    height: UnitRange = UnitRange(lo=0.1, hi=0.9)
+    proportions: UnitRange = UnitRange(lo=0.2, hi=0.8)
+
+
+class PoseParams(Strict):
+    """Still poses: walk-cycle and crouching shares (the rest are free random poses within joint limits); `spread`
+    is how far free poses stray from neutral, as a fraction of each joint's range."""
+
+    walk_fraction: Probability = 0.3
+    crouch_fraction: Probability = 0.1
+    spread: Probability = 0.6
+
+    @model_validator(mode="after")
+    def _shares(self) -> PoseParams:
+        if self.walk_fraction + self.crouch_fraction > 1:
+            raise ValueError("walk_fraction + crouch_fraction must not exceed 1")
+        return self
+
+
 class CameraParams(Strict):
-    distance_m: Range = Range(lo=2.2, hi=4.0)
+    """Orbit camera around the people (degrees; azimuth 0 = in front of the first person); `jitter` moves the
+    look-at point off-centre by up to this fraction of the half frame."""
+
+    distance_m: Range = Range(lo=2.0, hi=3.6)
     elevation_deg: Range = Range(lo=-10.0, hi=25.0)
     azimuth_deg: Range = Range(lo=-180.0, hi=180.0)
     roll_deg: Range = Range(lo=-8.0, hi=8.0)
-    fov_deg: Range = Range(lo=35.0, hi=55.0)
+    fov_deg: Range = Range(lo=32.0, hi=50.0)
     upper_body_fraction: Probability = 0.15
+    jitter: Annotated[float, Field(ge=0, le=0.5)] = 0.15
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CameraParams:
+        _within("distance_m", self.distance_m, 0.3, 100.0)
+        _within("elevation_deg", self.elevation_deg, -80.0, 80.0)
+        _within("azimuth_deg", self.azimuth_deg, -360.0, 360.0)
+        _within("roll_deg", self.roll_deg, -90.0, 90.0)
+        _within("fov_deg", self.fov_deg, 5.0, 120.0)
+        return self
 
 
 class AppearanceParams(Strict):
-    top_probability: Probability = 0.8
+    """Outfit odds per identity (trousers + skirt + robe <= 1; otherwise shorts), hair, and backgrounds: procedural
+    (a floor plane with `floor_probability`) or random crops of the images in `background_dir`."""
+
+    top_probability: Probability = 0.85
     loose_top_probability: Probability = 0.4
-    trousers_probability: Probability = 0.6
+    long_sleeve_probability: Probability = 0.5
+    trousers_probability: Probability = 0.55
     skirt_probability: Probability = 0.2
-    hair_probability: Probability = 0.8
+    robe_probability: Probability = 0.1
+    hair_probability: Probability = 0.85
+    floor_probability: Probability = 0.6
     background_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _bottoms(self) -> AppearanceParams:
+        if self.trousers_probability + self.skirt_probability + self.robe_probability > 1:
+            raise ValueError("trousers_probability + skirt_probability + robe_probability must not exceed 1")
+        return self
 
 
 class CocoLikeParams(Strict):
-    """The crowded, degraded split written only as sparse DensePose-COCO annotations."""
+    """The crowded, degraded split written only as sparse DensePose-COCO annotations (train from train identities,
+    val from test identities); people are `distance_scale` times farther than in train/test."""
 
-    train_images: NonNegInt = 60
-    val_images: NonNegInt = 30
-    max_people: PositiveInt = 4
-    points_per_person: PositiveInt = 100
+    train_images: Count = 60
+    val_images: Count = 30
+    max_people: People = 4
+    crowd_fraction: Probability = 0.7
+    points_per_person: Annotated[int, Field(ge=1, le=10_000)] = 100
+    distance_scale: Range = Range(lo=1.2, hi=2.2)
     blur_probability: Probability = 0.3
-    noise_std: NonNegFloat = 0.02
+    blur_sigma_px: Range = Range(lo=0.5, hi=1.5)
+    noise_std: Annotated[float, Field(ge=0, le=0.5)] = 0.02
     jpeg_quality: Range = Range(lo=40.0, hi=90.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CocoLikeParams:
+        _within("distance_scale", self.distance_scale, 0.1, 20.0)
+        _within("blur_sigma_px", self.blur_sigma_px, 0.0, 10.0)
+        _within("jpeg_quality", self.jpeg_quality, 1.0, 100.0)
+        return self
 
 
 class VideoParams(Strict):
-    sequences: NonNegInt = 2
-    frames: PositiveInt = 24
-    labelled_every: PositiveInt = 4
+    """Sequences of test identities: a walk cycle (`walk_fraction`) or eased key poses every `key_every` frames;
+    `dp_*` points on every `labelled_every`-th frame. 121 frames allow the 120-frame temporal metric."""
+
+    sequences: Count = 2
+    frames: Annotated[int, Field(ge=2, le=100_000)] = 121
+    labelled_every: Annotated[int, Field(ge=1, le=100_000)] = 4
+    max_people: People = 2
+    walk_fraction: Probability = 0.5
+    key_every: Annotated[int, Field(ge=2, le=100_000)] = 30
 
 
 class RenderParams(Strict):
-    seed: NonNegInt = 0
-    image_size: PositiveInt = 128
-    workers: PositiveInt = 2
+    """`bodymap render`: synthetic people with exact dense GT (see `bodymap.render`). Identities are split into
+    train/test by `test_fraction`; `crowd_fraction` of train/test images hold 2..`max_people` people; `workers`
+    processes render in parallel (outputs do not depend on it); `contact_sheet` samples go on the overview picture."""
+
+    seed: Count = 0
+    image_size: Annotated[int, Field(ge=16, le=4096)] = 128
+    workers: Annotated[int, Field(ge=1, le=256)] = 2
     device: Device = "auto"
-    identities: PositiveInt = 40
+    identities: Annotated[int, Field(ge=2, le=100_000)] = 40
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    train_images: NonNegInt = 400
-    test_images: NonNegInt = 60
+    train_images: Count = 400
+    test_images: Count = 60
     crowd_fraction: Probability = 0.25
-    max_people: PositiveInt = 3
+    max_people: People = 3
+    contact_sheet: Annotated[int, Field(ge=0, le=64)] = 12
+    shape: ShapeParams = ShapeParams()
+    pose: PoseParams = PoseParams()
     camera: CameraParams = CameraParams()
     appearance: AppearanceParams = AppearanceParams()
     coco_like: CocoLikeParams = CocoLikeParams()

@@ -78,6 +78,8 @@ def _compile_kernels(wp) -> None:
         fy: float,
         cx: float,
         cy: float,
+        x0: int,
+        y0: int,
         width: int,
         max_t: float,
         face_out: wp.array(dtype=wp.int32),
@@ -85,8 +87,9 @@ def _compile_kernels(wp) -> None:
         t_out: wp.array(dtype=wp.float32),
     ):
         tid = wp.tid()
-        px = float(tid % width) + 0.5
-        py = float(tid // width) + 0.5
+        # (x0, y0, width): the pixel window being cast; the whole image is x0 = y0 = 0, width = image width.
+        px = float(x0 + tid % width) + 0.5
+        py = float(y0 + tid // width) + 0.5
         # OpenCV camera: x right, y down, z forward; t is measured along the unit ray.
         d = wp.normalize(cam_to_world * wp.vec3((px - cx) / fx, (py - cy) / fy, 1.0))
         query = wp.mesh_query_ray(mesh, origin, d, max_t)
@@ -186,6 +189,7 @@ class MeshQuery:
         width: int,
         height: int,
         max_t: float = 1e6,
+        window: tuple[int, int, int, int] | None = None,
     ) -> Hits:
         """One ray per pixel centre of a pinhole camera, row-major [H * W].
 
@@ -193,10 +197,16 @@ class MeshQuery:
             origin: [3] camera centre in world coordinates.
             cam_to_world: [3, 3] rotation from OpenCV camera axes (x right, y down, z forward) to world.
             intrinsics: (fx, fy, cx, cy) in pixels.
+            window: optional (x0, y0, x1, y1) pixel rectangle (x1, y1 exclusive) to cast instead of the whole image;
+                results are then row-major over the window, [(y1 - y0) * (x1 - x0)]. Rays that cannot reach the mesh
+                cost little, but skipping them entirely matters for small people in large images.
         """
         wp = warp()
-        n = width * height
+        x0, y0, x1, y1 = window if window is not None else (0, 0, width, height)
+        n = max(0, x1 - x0) * max(0, y1 - y0)
         face, bary, t = self._outputs(n)
+        if n == 0:
+            return Hits(face.numpy(), bary.numpy(), t.numpy())
         fx, fy, cx, cy = (float(v) for v in intrinsics)
         wp.launch(
             _KERNELS["pinhole"],
@@ -209,7 +219,9 @@ class MeshQuery:
                 fy,
                 cx,
                 cy,
-                int(width),
+                int(x0),
+                int(y0),
+                int(x1 - x0),
                 float(max_t),
             ],
             outputs=[face, bary, t],
