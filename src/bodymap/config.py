@@ -226,7 +226,7 @@ class RenderParams(Strict):
     processes render in parallel (outputs do not depend on it); `contact_sheet` samples go on the overview picture."""
 
     seed: Count = 0
-    image_size: Annotated[int, Field(ge=16, le=4096)] = 128
+    image_size: PositiveInt = 128
     workers: Annotated[int, Field(ge=1, le=256)] = 2
     device: Device = "auto"
     identities: Annotated[int, Field(ge=2, le=100_000)] = 40
