@@ -27,7 +27,7 @@ import numpy as np
 from bodymap.config import EvaluateParams
 from bodymap.errors import input_error
 from bodymap.eval import plots
-from bodymap.eval.accuracy import PointAccumulator, geodesic_error
+from bodymap.eval.accuracy import PointAccumulator, VertexBalls, geodesic_error
 from bodymap.eval.densepose_ap import APResult, evaluate_ap
 from bodymap.eval.groundtruth import GroundTruth
 from bodymap.eval.predictions import INDEX, Instances, PredictionSet
@@ -209,21 +209,25 @@ def evaluate_set(
     settings: EvalSettings,
     out_dir: Path | None = None,
     title: str = "",
+    balls: VertexBalls | None = None,
 ) -> SetResult:
     """All metrics of one prediction set on one ground truth (see the module docstring for which).
 
     Args:
         out_dir: when given, PR curves (`pr_<mode>.csv`, `pr.png`) and `vis/*.png` panels are written there.
+        balls: the window metric's ε-neighbourhoods (`VertexBalls` of radius ε on this template) to reuse across
+            sets; built here when None.
     Returns:
         SetResult; metrics keys: `<mode>_ap..._arl` (mode gps, gpsm, iou), `window_<w>px[_<group>]`,
         `cm_<c>[_<group>]`, `temporal_k<k>`, and the counts `images`, `gt_instances`, `detections`, `points`.
     """
     check_predictions(ground_truth, predictions)
-    epsilon = settings.window_epsilon_m if settings.window_epsilon_m is not None else template.mean_edge_length
+    balls = balls if balls is not None else window_balls(template, settings)
+    epsilon = balls.radius
     if template.geodesics.mode != "dense":
         log.warning("template geodesics are landmark-approximated: near distances (window ε, cm) are coarse")
     points = PointAccumulator(
-        template.geodesics, epsilon_m=epsilon, windows_px=settings.windows_px, cm=settings.geodesic_cm
+        template.geodesics, epsilon_m=epsilon, windows_px=settings.windows_px, cm=settings.geodesic_cm, balls=balls
     )
     vis_dir = out_dir / "vis" if out_dir is not None and settings.visualisations > 0 else None
     metrics: Metrics = {}
@@ -249,6 +253,12 @@ def evaluate_set(
     return SetResult(metrics, ap)
 
 
+def window_balls(template: BodyTemplate, settings: EvalSettings) -> VertexBalls:
+    """The ε-neighbourhoods the window metric uses, to share between `evaluate_set` calls on one template."""
+    epsilon = settings.window_epsilon_m if settings.window_epsilon_m is not None else template.mean_edge_length
+    return VertexBalls(template.geodesics, epsilon)
+
+
 def flatten(results: Mapping[str, Mapping[str, float | None]]) -> Metrics:
     """{set name: metrics} -> one flat mapping `<name>/<metric>` (names may themselves be `model/set`)."""
     return {f"{name}/{key}": value for name, metrics in results.items() for key, value in metrics.items()}
@@ -269,5 +279,6 @@ __all__ = [
     "check_predictions",
     "evaluate_set",
     "flatten",
+    "window_balls",
     "write_report",
 ]

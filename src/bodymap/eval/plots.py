@@ -38,12 +38,11 @@ def write_pr_csv(path: Path, precision: np.ndarray) -> None:
 def write_pr_curves(ap: APResult, directory: Path, title: str) -> list[Path]:
     """`pr_<mode>.csv` per mode (area 'all') and `pr.png` with the three modes side by side."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switch, faster import
 
     written = []
-    fig, axes = plt.subplots(1, len(MODES), figsize=(4 * len(MODES), 3.6), sharey=True)
+    fig = Figure(figsize=(4 * len(MODES), 3.6), dpi=100)
+    axes = fig.subplots(1, len(MODES), sharey=True)
     for ax, mode in zip(axes, MODES, strict=True):
         precision = ap.precision[mode, "all"]
         ax.set_title(f"{mode.upper()}")
@@ -68,11 +67,10 @@ def write_pr_curves(ap: APResult, directory: Path, title: str) -> list[Path]:
         ax.legend(title="threshold", fontsize=7, title_fontsize=7, loc="lower left")
     axes[0].set_ylabel("precision")
     fig.suptitle(f"{title}: precision-recall per threshold (area all)")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.84, wspace=0.08)
     path = directory / "pr.png"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+        fig.savefig(tmp, format="png")
     written.append(path)
     return written
 

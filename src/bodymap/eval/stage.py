@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bodymap.config import Params
 from bodymap.errors import BodymapError
-from bodymap.eval.evaluate import build_settings, evaluate_set, write_report
+from bodymap.eval.evaluate import build_settings, evaluate_set, window_balls, write_report
 from bodymap.eval.groundtruth import GT_KINDS, GroundTruth, load_ground_truth
 from bodymap.eval.predictions import PredictionSet
 from bodymap.io import atomic_dir, write_json, write_run_info
@@ -85,6 +85,7 @@ def main(args: argparse.Namespace, params: Params) -> int:
         raise BodymapError(f"--eval names must be unique, got {', '.join(names)}")
     settings = build_settings(params.evaluate)
     template = BodyTemplate.load(args.template)
+    balls = window_balls(template, settings)  # filled lazily, shared by every set
     ground_truths: dict[tuple[str, Path, Path | None], GroundTruth] = {}
     results = {}
     with atomic_dir(args.out) as tmp:
@@ -102,6 +103,7 @@ def main(args: argparse.Namespace, params: Params) -> int:
                 settings=settings,
                 out_dir=tmp / spec.name,
                 title=spec.name,
+                balls=balls,
             )
             results[spec.name] = result.metrics
             log.info("%s: %s", spec.name, _headline(result.metrics))
