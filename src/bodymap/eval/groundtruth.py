@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -355,7 +356,7 @@ class DenseGroundTruth:
         try:
             with np.load(path) as data:
                 arrays = {k: data[k] for k in data.files if k in ("vertex", "person")}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise input_error(path, None, None, f"cannot read ({exc})") from None
         if "vertex" not in arrays:
             raise input_error(path, None, "vertex", "missing")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,7 @@ class PredictionSet:
         try:
             with np.load(entry.file) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise input_error(entry.file, f"image_id {entry.image_id}", None, f"cannot read ({exc})") from None
 
     def _vertex_array(self, entry: PredictionEntry, arrays: dict[str, np.ndarray], field: str) -> np.ndarray:
