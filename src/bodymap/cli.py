@@ -23,7 +23,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("bodymap.params_cli", "check a params file against the schema, or print the defaults"),
     "template": ("bodymap.template.stage", "build the body template: charts, colour code, geodesics, LBO basis"),
     "render": ("bodymap.render.stage", "render synthetic people with exact dense GT, coco-like and video splits"),
+    "cse_init": ("bodymap.cse.stage", "train CSE on the render, infer on every image set, score the baseline"),
+    "pseudo_gt": ("bodymap.pseudo_gt.stage", "dense pseudo-GT on DensePose-COCO from sparse points + CSE; flow labels"),
+    "pretrain": ("bodymap.train.pretrain", "train BodyMap on the rendered people with CSE inputs"),
+    "finetune": ("bodymap.train.finetune", "fine-tune on DensePose-COCO: none / sparse / dense pseudo-GT"),
     "evaluate": ("bodymap.eval.stage", "score predictions: DensePose GPS/GPSm/IoU AP-AR, cm, px-window, temporal"),
+    "predict": ("bodymap.predict", "correspondences for photos: colour-code PNG, vertex ids, overlay"),
     "cluster": ("bodymap.cluster.cli", "print or submit a multi-node training job (TrainJob / PyTorchJob)"),
 }
 

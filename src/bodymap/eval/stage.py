@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bodymap.config import Params
+from bodymap.config import EvaluateParams, Params
 from bodymap.errors import BodymapError
 from bodymap.eval.evaluate import build_settings, evaluate_set, window_balls, write_report
 from bodymap.eval.groundtruth import GT_KINDS, GroundTruth, load_ground_truth
@@ -78,17 +78,22 @@ def _headline(metrics: dict[str, float | None]) -> str:
     return " ".join(shown) or "nothing measurable"
 
 
-def main(args: argparse.Namespace, params: Params) -> int:
-    specs = [parse_spec(items) for items in args.eval_sets]
+def run_evaluation(
+    template: BodyTemplate, specs: list[EvalSpec], p: EvaluateParams, out: Path, **run_info: object
+) -> dict[str, float | None]:
+    """Evaluate every set into `out` (atomically): metrics.json, run.yaml, per-set PR curves and pictures.
+
+    Returns the flat metrics (`<NAME>/<metric>`). Used by `bodymap evaluate` and by the stages that score their
+    own model (cse_init, pretrain, finetune).
+    """
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise BodymapError(f"--eval names must be unique, got {', '.join(names)}")
-    settings = build_settings(params.evaluate)
-    template = BodyTemplate.load(args.template)
+    settings = build_settings(p)
     balls = window_balls(template, settings)  # filled lazily, shared by every set
     ground_truths: dict[tuple[str, Path, Path | None], GroundTruth] = {}
     results = {}
-    with atomic_dir(args.out) as tmp:
+    with atomic_dir(out) as tmp:
         for spec in specs:
             key = (spec.kind, spec.gt.resolve(), spec.images)
             if key not in ground_truths:
@@ -111,14 +116,21 @@ def main(args: argparse.Namespace, params: Params) -> int:
         write_run_info(
             tmp,
             "evaluate",
-            params.evaluate.model_dump(mode="json"),
-            template=str(args.template),
+            p.model_dump(mode="json"),
             eval_sets=[{k: str(v) for k, v in vars(s).items() if v is not None} for s in specs],
+            **run_info,
         )
+    log.info("evaluation written to %s", out)
+    return flat
+
+
+def main(args: argparse.Namespace, params: Params) -> int:
+    specs = [parse_spec(items) for items in args.eval_sets]
+    template = BodyTemplate.load(args.template)
+    flat = run_evaluation(template, specs, params.evaluate, args.out, template=str(args.template))
     if args.metrics is not None:
         write_json(args.metrics, flat)
-    log.info("evaluation written to %s", args.out)
     return 0
 
 
-__all__ = ["EvalSpec", "add_arguments", "main", "parse_spec"]
+__all__ = ["EvalSpec", "add_arguments", "main", "parse_spec", "run_evaluation"]
