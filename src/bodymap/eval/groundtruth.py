@@ -40,11 +40,15 @@ def _number(value: Any) -> bool:
 
 def _numbers(path: Path, record: str, name: str, value: Any, length: int | None = None) -> np.ndarray:
     """A 1-D float64 array from a JSON list of numbers, or a BodymapError naming the field."""
-    if not isinstance(value, list) or not all(_number(v) for v in value):
+    try:
+        array = np.asarray(value, np.float64) if isinstance(value, list) else None
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 1 or not np.isfinite(array).all():
         raise input_error(path, record, name, "expected a list of finite numbers")
-    if length is not None and len(value) != length:
-        raise input_error(path, record, name, f"expected {length} values (as many as dp_x), got {len(value)}")
-    return np.asarray(value, np.float64)
+    if length is not None and len(array) != length:
+        raise input_error(path, record, name, f"expected {length} values (as many as dp_x), got {len(array)}")
+    return array
 
 
 def dp_masks_to_box_mask(dp_masks: list[Any], w: float, h: float) -> np.ndarray:
@@ -58,7 +62,8 @@ def dp_masks_to_box_mask(dp_masks: list[Any], w: float, h: float) -> np.ndarray:
     if entries:
         with warnings.catch_warnings():  # pycocotools' own numpy-2 DeprecationWarning, once per call
             warnings.simplefilter("ignore", DeprecationWarning)
-            grid[mask_utils.decode(entries).max(axis=2) > 0] = 1.0
+            # the union of the parts (detectron2 builds the part label map, then keeps label > 0)
+            grid[mask_utils.decode([mask_utils.merge(entries)])[:, :, 0] > 0] = 1.0
     scale = (float(max(h, 1)) / DP_GRID, float(max(w, 1)) / DP_GRID)
     return (zoom(grid, scale, order=1, prefilter=False) > 0.5).astype(np.uint8)
 

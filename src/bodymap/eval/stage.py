@@ -113,13 +113,12 @@ def run_evaluation(
             results[spec.name] = result.metrics
             log.info("%s: %s", spec.name, _headline(result.metrics))
         flat = write_report(results, tmp / "metrics.json")
-        write_run_info(
-            tmp,
-            "evaluate",
-            p.model_dump(mode="json"),
-            eval_sets=[{k: str(v) for k, v in vars(s).items() if v is not None} for s in specs],
-            **run_info,
-        )
+        record = {
+            "template": str(template.directory) if template.directory is not None else template.name,
+            "eval_sets": [{k: str(v) for k, v in vars(s).items() if v is not None} for s in specs],
+            **run_info,  # callers may add to (or override) the record
+        }
+        write_run_info(tmp, "evaluate", p.model_dump(mode="json"), **record)
     log.info("evaluation written to %s", out)
     return flat
 
@@ -127,7 +126,7 @@ def run_evaluation(
 def main(args: argparse.Namespace, params: Params) -> int:
     specs = [parse_spec(items) for items in args.eval_sets]
     template = BodyTemplate.load(args.template)
-    flat = run_evaluation(template, specs, params.evaluate, args.out, template=str(args.template))
+    flat = run_evaluation(template, specs, params.evaluate, args.out)
     if args.metrics is not None:
         write_json(args.metrics, flat)
     return 0
