@@ -15,7 +15,7 @@ from bodymap.cse.infer import infer_split, load_cse_model
 from bodymap.cse.loss import foreground_loss, soft_embedding_loss
 from bodymap.cse.model import CseNet
 from bodymap.data.augment import AugmentConfig
-from bodymap.data.rendered import DenseDataset
+from bodymap.data.rendered import DenseDataset, Source
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.geodesic import sample_pixels
 from bodymap.template import BodyTemplate
@@ -81,7 +81,7 @@ def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir:
     template = BodyTemplate.load(template_dir)
     model, model_args = build_cse(template, p)
     dataset = DenseDataset(
-        [render_dir / "train"],
+        [Source.rendered(render_dir / "train")],
         template.symmetry,
         template.colors,
         template.chart,

@@ -7,6 +7,7 @@ refines, rendered in the template colour code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,26 +16,27 @@ import torch
 from bodymap.data.augment import AugmentConfig, augment
 from bodymap.errors import BodymapError
 from bodymap.io import read_image
+from bodymap.models.inputs import cse_input
 
 
-def split_ids(split_dir: str | Path) -> list[str]:
-    """Sorted example ids of a rendered split (the stems of `gt/*.npz`, including `<seq>/<frame>` for video)."""
-    gt = Path(split_dir) / "gt"
+def gt_ids(gt_dir: str | Path) -> list[str]:
+    """Sorted example ids of a GT directory (the stems of `*.npz`, including `<seq>/<frame>` for video)."""
+    gt = Path(gt_dir)
     if not gt.is_dir():
-        raise BodymapError(f"{split_dir}: not a rendered split (no gt/ directory); run `bodymap render` first")
+        raise BodymapError(f"{gt}: no ground-truth directory here; run the stage that writes it first")
     ids = sorted(str(p.relative_to(gt).with_suffix("")) for p in gt.rglob("*.npz"))
     if not ids:
         raise BodymapError(f"{gt}: no ground-truth files")
     return ids
 
 
-def image_path(split_dir: Path, example_id: str) -> Path:
-    """The image of an example: PNG for rendered splits, JPEG for the coco-like split."""
-    for suffix in (".png", ".jpg"):
-        path = split_dir / "images" / f"{example_id}{suffix}"
+def image_path(images_dir: Path, example_id: str) -> Path:
+    """The image of an example: PNG for rendered splits, JPEG for the coco-like split and real photos."""
+    for suffix in (".png", ".jpg", ".jpeg"):
+        path = images_dir / f"{example_id}{suffix}"
         if path.exists():
             return path
-    raise BodymapError(f"{split_dir / 'images'}: no image for example '{example_id}' (.png or .jpg)")
+    raise BodymapError(f"{images_dir}: no image for example '{example_id}' (.png, .jpg or .jpeg)")
 
 
 def load_gt(path: Path) -> dict[str, np.ndarray]:
@@ -58,24 +60,28 @@ def load_cse(path: Path) -> dict[str, np.ndarray]:
         raise BodymapError(f"{path}: not a CSE output with 'vertex' and 'score' ({exc})") from None
 
 
-def cse_input(cse_vertex: np.ndarray, cse_score: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """BodyMap's correspondence input: the CSE vertex map in the colour code / 255, plus the foreground probability.
+@dataclass(frozen=True)
+class Source:
+    """Where one set's examples live: images (`<id>.png|jpg`), GT maps (`<id>.npz`) and optional CSE outputs."""
 
-    Args:
-        cse_vertex: [H, W] int (-1 background); cse_score: [H, W] float; colors: [V, 3] uint8 template colours.
-    Returns:
-        [4, H, W] float32.
-    """
-    rgb = colors[np.maximum(cse_vertex, 0)].astype(np.float32) / 255.0
-    rgb[cse_vertex < 0] = 0.0
-    return np.concatenate([rgb.transpose(2, 0, 1), cse_score[None].astype(np.float32)], axis=0)
+    images: Path
+    gt: Path
+    cse: Path | None = None
+
+    @classmethod
+    def rendered(cls, split_dir: Path, cse_dir: Path | None = None) -> Source:
+        """A rendered split (images/, gt/)."""
+        return cls(Path(split_dir) / "images", Path(split_dir) / "gt", cse_dir)
 
 
 class DenseDataset:
-    """Examples from one or more rendered splits (dense GT), optionally with CSE estimates.
+    """Examples from one or more sources of per-pixel GT, optionally with CSE estimates.
+
+    GT files hold `vertex [H,W]` (-1 background or unlabelled) and optionally `mask [H,W]` (the person silhouette,
+    when labels are sparse) and `weight [H,W]` (per-pixel confidence of pseudo-GT).
 
     Args:
-        split_dirs: rendered split directories (images/, gt/).
+        sources: where images, GT and CSE outputs are (`Source.rendered(split_dir)` for rendered splits).
         symmetry: [V] int32 template mirror map (for flips); colors: [V, 3] uint8 template colour code;
         charts: [V] uint8 template DensePose chart per vertex (per-pixel chart of the GT).
         cse_dirs: matching CSE output directories, or None when the model does not take CSE input.
@@ -84,20 +90,17 @@ class DenseDataset:
 
     def __init__(
         self,
-        split_dirs: list[Path],
+        sources: list[Source],
         symmetry: np.ndarray,
         colors: np.ndarray,
         charts: np.ndarray,
-        cse_dirs: list[Path] | None = None,
         augment_config: AugmentConfig | None = None,
     ) -> None:
-        if cse_dirs is not None and len(cse_dirs) != len(split_dirs):
-            raise ValueError("one CSE directory per split directory")
-        self.items: list[tuple[Path, Path | None, str]] = []
-        for k, split in enumerate(split_dirs):
-            cse = None if cse_dirs is None else Path(cse_dirs[k])
-            self.items += [(Path(split), cse, example_id) for example_id in split_ids(split)]
-        self.symmetry, self.colors, self.charts = symmetry, colors, charts
+        self.items: list[tuple[Source, str]] = []
+        for source in sources:
+            self.items += [(source, example_id) for example_id in gt_ids(source.gt)]
+        self.symmetry, self.charts = symmetry, charts
+        self.colors = torch.as_tensor(np.asarray(colors, np.int64))
         self.augment_config = augment_config or AugmentConfig()
 
     def __len__(self) -> int:
@@ -105,17 +108,17 @@ class DenseDataset:
 
     def example(self, index: int) -> dict[str, np.ndarray]:
         """The raw example as numpy arrays (see `bodymap.data.augment` for keys)."""
-        split, cse_dir, example_id = self.items[index]
-        gt = load_gt(split / "gt" / f"{example_id}.npz")
+        source, example_id = self.items[index]
+        gt = load_gt(source.gt / f"{example_id}.npz")
         vertex = gt["vertex"].astype(np.int32)
         example = {
-            "image": read_image(image_path(split, example_id)),
+            "image": read_image(image_path(source.images, example_id)),
             "vertex": vertex,
-            "mask": (vertex >= 0).astype(np.float32),
-            "weight": gt.get("weight", np.ones(vertex.shape, np.float32)).astype(np.float32),
+            "mask": gt["mask"].astype(np.float32) if "mask" in gt else (vertex >= 0).astype(np.float32),
+            "weight": gt["weight"].astype(np.float32) if "weight" in gt else np.ones(vertex.shape, np.float32),
         }
-        if cse_dir is not None:
-            example.update(load_cse(cse_dir / f"{example_id}.npz"))
+        if source.cse is not None:
+            example.update(load_cse(source.cse / f"{example_id}.npz"))
         return example
 
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -137,5 +140,6 @@ class DenseDataset:
             "weight": torch.from_numpy(example["weight"].astype(np.float32)),
         }
         if "cse_vertex" in example:
-            out["cse"] = torch.from_numpy(cse_input(example["cse_vertex"], example["cse_score"], self.colors))
+            vertex, score = torch.from_numpy(example["cse_vertex"]), torch.from_numpy(example["cse_score"])
+            out["cse"] = cse_input(vertex, score, self.colors)
         return out

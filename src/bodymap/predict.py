@@ -1,0 +1,187 @@
+"""Running trained models: a whole split into a prediction set, or `bodymap predict` on photos.
+
+BodyMap refines CSE, so prediction runs the CSE model first and feeds its vertex map (in the template colour
+code) and foreground probability to the correspondence transformer (BodyMap Sec. 3.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from bodymap.config import Params
+from bodymap.cse.decode import decode_image
+from bodymap.cse.infer import list_images, load_cse_model
+from bodymap.cse.infer import predict as cse_predict
+from bodymap.cse.model import CseNet
+from bodymap.errors import BodymapError
+from bodymap.eval.predictions import PredictionWriter
+from bodymap.io import atomic_dir, read_image, save_npz, write_image
+from bodymap.log import progress
+from bodymap.models.base import BodyMapNet
+from bodymap.models.decode import add_decoded, decode_vertices
+from bodymap.models.inputs import cse_input
+from bodymap.models.registry import create_model
+from bodymap.template import BodyTemplate
+from bodymap.train.checkpoint import load_checkpoint
+from bodymap.train.distributed import select_device
+
+log = logging.getLogger(__name__)
+
+
+def load_bodymap(checkpoint: str | Path, device: torch.device | str = "cpu") -> BodyMapNet:
+    """Rebuild a BodyMap network from a training checkpoint (its registry name and arguments are stored in it)."""
+    state = load_checkpoint(checkpoint)
+    model = create_model(state["model_name"], **state["model_args"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _load_cse_maps(cse_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    path = cse_dir / f"{name}.npz"
+    try:
+        with np.load(path) as data:
+            return data["vertex"].astype(np.int64), data["score"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise BodymapError(f"{path}: CSE output missing or unreadable ({exc}); run cse_init on this set") from None
+
+
+@torch.no_grad()
+def predict_split(
+    model: BodyMapNet,
+    template: BodyTemplate,
+    split_dir: Path,
+    cse_dir: Path | None,
+    out_dir: Path,
+    device: torch.device,
+    batch_size: int = 8,
+) -> int:
+    """Predict every image of a split (ids from its annotations.json) into a dense prediction set, atomically.
+
+    Args:
+        cse_dir: the CSE outputs for this split (required when the model takes the CSE input).
+    Returns:
+        number of images.
+    """
+    if model.uses_cse and cse_dir is None:
+        raise BodymapError(f"{split_dir}: this model needs CSE outputs for the split; none were given")
+    items = list_images(split_dir)
+    colors = torch.as_tensor(template.colors.astype(np.int64), device=device)
+    with atomic_dir(out_dir) as tmp:
+        writer = PredictionWriter(tmp, template_name=template.name, kind="dense")
+        for start in progress(range(0, len(items), batch_size), f"predict {split_dir.name}", logger=log):
+            batch = items[start : start + batch_size]
+            names = [str(path.relative_to(split_dir / "images").with_suffix("")) for _, path in batch]
+            images = np.stack([read_image(path) for _, path in batch])
+            image_t = torch.from_numpy(images.transpose(0, 3, 1, 2)).float().div(255.0).to(device)
+            cse_t = None
+            if model.uses_cse:
+                maps = [_load_cse_maps(cse_dir, name) for name in names]
+                vertex = torch.from_numpy(np.stack([m[0] for m in maps])).to(device)
+                score = torch.from_numpy(np.stack([m[1] for m in maps])).to(device)
+                cse_t = cse_input(vertex, score, colors)
+            add_decoded(writer, [i for i, _ in batch], model(image_t, cse_t), template, names=names)
+        writer.close()
+    return len(items)
+
+
+# --------------------------------------------------------------------------------------------- bodymap predict
+@dataclass
+class Predictor:
+    """CSE + BodyMap + template, ready for photos."""
+
+    cse: CseNet
+    bodymap: BodyMapNet
+    template: BodyTemplate
+    device: torch.device
+    size: int
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One photo [H, W, 3] uint8 → (vertex [H, W] int32, -1 background; foreground probability [H, W]).
+
+        The photo is resized so its long side is `size` (the training resolution, padded to a multiple of the
+        network's stride inside the model), and the maps are resized back with nearest-neighbour sampling.
+        """
+        h, w = rgb.shape[:2]
+        scale = self.size / max(h, w)
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        image_t = torch.from_numpy(small.transpose(2, 0, 1)[None].copy()).float().div(255.0).to(self.device)
+        cse_out = cse_predict(self.cse, image_t)
+        cse_vertex = decode_image(cse_out["embedding"][0], cse_out["score"][0], self.cse.vertex_embedding())
+        colors = torch.as_tensor(self.template.colors.astype(np.int64), device=self.device)
+        cse_t = cse_input(cse_vertex[None], cse_out["score"], colors) if self.bodymap.uses_cse else None
+        vertex, score = decode_vertices(self.bodymap(image_t, cse_t), self.template)
+        vertex = cv2.resize(vertex[0], (w, h), interpolation=cv2.INTER_NEAREST)
+        score = cv2.resize(score[0], (w, h), interpolation=cv2.INTER_LINEAR)
+        return vertex, score
+
+
+def load_predictor(
+    model: Path, cse_model: Path, template_dir: Path, device: str = "auto", size: int | None = None
+) -> Predictor:
+    """Load the three parts `bodymap predict` needs; `size` defaults to the BodyMap model's training image size."""
+    dev = select_device(device)
+    bodymap = load_bodymap(model, dev)
+    if size is None:
+        size = int(load_checkpoint(model)["model_args"].get("img_size", 128))
+    return Predictor(load_cse_model(cse_model, dev), bodymap, BodyTemplate.load(template_dir), dev, size)
+
+
+def correspondence_image(vertex: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Vertex map → RGB in the template colour code, black background. [H, W] → [H, W, 3] uint8."""
+    rgb = colors[np.maximum(vertex, 0)].copy()
+    rgb[vertex < 0] = 0
+    return rgb
+
+
+def overlay(photo: np.ndarray, vertex: np.ndarray, colors: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """The correspondence colours blended over the photo where the person is."""
+    out = photo.astype(np.float32)
+    fg = vertex >= 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * colors[vertex[fg]].astype(np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
+    parser.add_argument("--model", type=Path, required=True, help="BodyMap checkpoint (e.g. models/finetune/last.pt)")
+    parser.add_argument("--cse-model", type=Path, required=True, help="CSE checkpoint (models/cse/last.pt)")
+    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--size", type=int, default=None, help="network input long side (default: training size)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise BodymapError(f"{path}: no such image or folder")
+    if not files:
+        raise BodymapError(f"no images found in {', '.join(map(str, paths))}")
+    return files
+
+
+def main(args: argparse.Namespace, params: Params | None = None) -> int:
+    predictor = load_predictor(args.model, args.cse_model, args.template, args.device, args.size)
+    colors = predictor.template.colors
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in progress(_expand(args.images), "predict", logger=log):
+        photo = read_image(path)
+        vertex, score = predictor(photo)
+        write_image(args.out / f"{path.stem}_correspondence.png", correspondence_image(vertex, colors))
+        write_image(args.out / f"{path.stem}_overlay.png", overlay(photo, vertex, colors))
+        save_npz(args.out / f"{path.stem}_vertex.npz", vertex=vertex.astype(np.int32), score=score.astype(np.float16))
+        log.info("%s: %d foreground pixels", path.name, int((vertex >= 0).sum()))
+    return 0

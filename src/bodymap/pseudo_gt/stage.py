@@ -1,0 +1,275 @@
+"""`bodymap pseudo_gt`: dense pseudo ground truth on DensePose-COCO (real, or the coco-like split by default), its
+quality where dense truth exists, and Slim DensePose's flow propagation of sparse labels in video.
+
+Writes under --out:
+  dense/<name>.npz   vertex [H,W] int32 (-1 off people), weight [H,W] float32 (confidence), mask [H,W] uint8
+  sparse/<name>.npz  vertex only on annotated pixels, mask = the people's silhouettes, weight 1
+  flow/<seq>/<frame>.npz  sparse labels of video frames: the labelled frames' own points and the ones propagated
+                     to their neighbours; mask = CSE foreground
+`<name>` is the image file's stem, like the CSE outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from scipy.spatial import cKDTree
+
+from bodymap.config import Params, PseudoGtParams
+from bodymap.errors import BodymapError
+from bodymap.eval.accuracy import PointAccumulator
+from bodymap.eval.groundtruth import CocoGroundTruth, read_coco
+from bodymap.io import atomic_dir, read_image, save_npz, write_json, write_run_info
+from bodymap.log import progress
+from bodymap.pseudo_gt.dense import dense_pseudo_gt, nearest_point_fill
+from bodymap.pseudo_gt.flow import estimate_flow, propagate_points
+from bodymap.template import BodyTemplate
+from bodymap.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CocoSet:
+    """A DensePose-COCO training set: annotations, images, the CSE outputs for them, and dense truth if any."""
+
+    annotations: Path
+    images: Path
+    cse: Path
+    truth: Path | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
+    parser.add_argument("--render", type=Path, required=True, help="render stage output (coco-like split, video)")
+    parser.add_argument("--cse", type=Path, required=True, help="cse_init outputs")
+    parser.add_argument("--out", type=Path, required=True, help="pseudo-GT output directory")
+    parser.add_argument("--metrics", type=Path, default=None, help="quality and propagation figures (JSON)")
+
+
+def coco_train_set(p: PseudoGtParams, render: Path, cse: Path) -> CocoSet:
+    """The real DensePose-COCO set from params, else the rendered coco-like train split (with its dense truth)."""
+    if p.coco_annotations is not None:
+        if p.coco_images is None:
+            raise BodymapError("pseudo_gt.coco_images must be set together with pseudo_gt.coco_annotations")
+        return CocoSet(Path(p.coco_annotations), Path(p.coco_images), cse / "coco_train")
+    split = render / "coco_like" / "train"
+    return CocoSet(
+        split / "annotations.json",
+        split / "images",
+        cse / "coco_like_train",
+        render / "coco_like_dense" / "train" / "gt",
+    )
+
+
+def _stem(file_name: str) -> str:
+    path = Path(file_name)
+    return str(path.relative_to("images").with_suffix("")) if path.parts[:1] == ("images",) else path.stem
+
+
+def _cse_maps(cse_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    path = cse_dir / f"{name}.npz"
+    if not path.exists():
+        raise BodymapError(f"{path}: no CSE output for this image; run cse_init on the set first")
+    with np.load(path) as data:
+        return data["vertex"].astype(np.int32), data["score"].astype(np.float32)
+
+
+def _person_points(coco: CocoGroundTruth, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image positions [K, 2] (x, y, floats; dp * size / 255 + corner) and vertices [K] of annotation g."""
+    s, e = coco.pt_start[g], coco.pt_start[g + 1]
+    x, y, w, h = coco.boxes[g]
+    xy = np.stack([coco.dp_x[s:e] * w / 255.0 + x, coco.dp_y[s:e] * h / 255.0 + y], axis=1)
+    keep = coco.vertex[s:e] >= 0
+    return xy[keep], coco.vertex[s:e][keep]
+
+
+def build_coco_pseudo_gt(
+    coco_set: CocoSet, template: BodyTemplate, p: PseudoGtParams, out: Path
+) -> dict[str, float | None]:
+    """Write dense/ and sparse/ GT for every annotated image; score against dense truth when it exists."""
+    coco = read_coco(coco_set.annotations, template)
+    tree = cKDTree(template.vertices)
+    quality = None
+    if coco_set.truth is not None:
+        quality = {
+            name: PointAccumulator(
+                template.geodesics, epsilon_m=template.mean_edge_length, windows_px=(5, 10, 20), cm=(5.0, 10.0, 20.0)
+            )
+            for name in ("pseudo_gt", "cse", "sparse")
+        }
+    people = 0
+    for i in progress(range(coco.num_images), "pseudo-GT", logger=log):
+        h, w = int(coco.heights[i]), int(coco.widths[i])
+        name = _stem(coco.file_names[i])
+        cse_vertex, cse_score = _cse_maps(coco_set.cse, name)
+        if cse_vertex.shape != (h, w):
+            raise BodymapError(
+                f"{coco_set.cse / name}.npz: field 'vertex': expected shape ({h}, {w}), got {cse_vertex.shape}"
+            )
+        dense = np.full((h, w), -1, np.int32)
+        weight = np.zeros((h, w), np.float32)
+        sparse = np.full((h, w), -1, np.int32)
+        sparse_fill = np.full((h, w), -1, np.int32)
+        mask = np.zeros((h, w), bool)
+        for g in range(coco.gt_start[i], coco.gt_start[i + 1]):
+            if coco.ignore[g] or coco.iscrowd[g]:
+                continue
+            silhouette = mask_utils.decode(coco.rles[g]).astype(bool)
+            if not silhouette.any():
+                x, y, bw, bh = coco.boxes[g].astype(int)
+                silhouette = np.zeros((h, w), bool)
+                silhouette[y : y + bh, x : x + bw] = cse_score[y : y + bh, x : x + bw] > 0.5
+            xy, vertex = _person_points(coco, g)
+            result = dense_pseudo_gt(
+                silhouette,
+                xy,
+                vertex,
+                cse_vertex,
+                cse_score,
+                template.vertices,
+                sigma_px=p.correction_sigma_px,
+                max_correction_m=p.max_correction_m,
+                vertex_tree=tree,
+            )
+            # Where people overlap, the more confident map wins.
+            better = result.confidence > weight
+            dense[better] = result.vertex[better]
+            weight[better] = result.confidence[better]
+            fill = nearest_point_fill(silhouette, xy, vertex)
+            sparse_fill[silhouette & (sparse_fill < 0)] = fill[silhouette & (sparse_fill < 0)]
+            px = np.clip(xy[:, 0].astype(int), 0, w - 1)
+            py = np.clip(xy[:, 1].astype(int), 0, h - 1)
+            sparse[py, px] = vertex
+            mask |= silhouette
+            people += 1
+        save_npz(out / "dense" / f"{name}.npz", vertex=dense, weight=weight, mask=mask.astype(np.uint8))
+        save_npz(
+            out / "sparse" / f"{name}.npz",
+            vertex=sparse,
+            weight=np.ones((h, w), np.float32),
+            mask=mask.astype(np.uint8),
+        )
+        if quality is not None:
+            truth_path = coco_set.truth / f"{name}.npz"
+            with np.load(truth_path) as data:
+                truth = data["vertex"].astype(np.int32)
+            ys, xs = np.nonzero(mask & (truth >= 0))
+            v = truth[ys, xs]
+            cse_on_people = np.where(mask, cse_vertex, -1)
+            for key, pred in (("pseudo_gt", dense), ("cse", cse_on_people), ("sparse", sparse_fill)):
+                quality[key].add(xs, ys, v, template.chart[v], pred)
+    figures: dict[str, float | None] = {"images": float(coco.num_images), "people": float(people)}
+    if quality is not None:
+        for key, acc in quality.items():
+            for metric, value in acc.metrics().items():
+                if metric.count("_") <= 1:  # overall rates only, not the per-part ones
+                    figures[f"{key}/{metric}"] = value
+    return figures
+
+
+# ------------------------------------------------------------------------------------------------ flow propagation
+def propagate_video(
+    video: Path, cse_video: Path, template: BodyTemplate, p: PseudoGtParams, out: Path
+) -> dict[str, float | None]:
+    """Move every labelled frame's points to frames within ±window along estimated flow; score them on the truth."""
+    ann_path = video / "annotations.json"
+    coco = read_coco(ann_path, template)
+    raw = json.loads(ann_path.read_text())
+    meta = {im["id"]: im for im in raw["images"]}
+    by_video: dict[Any, dict[int, int]] = {}
+    for i, image_id in enumerate(coco.image_ids.tolist()):
+        im = meta[image_id]
+        by_video.setdefault(im.get("vid_id"), {})[int(im.get("frame_id", i))] = i
+    labels: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    errors, proposed, kept = [], 0, 0
+    labelled = [i for i in range(coco.num_images) if meta[int(coco.image_ids[i])].get("is_labeled", True)]
+    for i in progress(labelled, "flow propagation", logger=log):
+        people = [_person_points(coco, g) for g in range(coco.gt_start[i], coco.gt_start[i + 1]) if not coco.ignore[g]]
+        people = [pp for pp in people if len(pp[1])]
+        if not people:
+            continue
+        labels.setdefault(i, []).extend(people)
+        im = meta[int(coco.image_ids[i])]
+        frames = by_video[im.get("vid_id")]
+        source = read_image(video / coco.file_names[i])
+        for offset in [o for k in range(1, p.flow.window + 1) for o in (k, -k)]:
+            j = frames.get(int(im.get("frame_id", 0)) + offset)
+            if j is None or meta[int(coco.image_ids[j])].get("is_labeled", False):
+                continue
+            target = read_image(video / coco.file_names[j])
+            forward = estimate_flow(source, target, p.flow.method)
+            backward = estimate_flow(target, source, p.flow.method)
+            _, target_score = _cse_maps(cse_video, _stem(coco.file_names[j]))
+            truth_path = video / "gt" / f"{_stem(coco.file_names[j])}.npz"
+            truth = np.load(truth_path)["vertex"] if truth_path.exists() else None
+            for xy, vertex in people:
+                moved, keep = propagate_points(xy, forward, backward, p.flow.max_fb_error_px, target_score > 0.5)
+                proposed += len(xy)
+                kept += int(keep.sum())
+                labels.setdefault(j, []).append((moved[keep], vertex[keep]))
+                if truth is not None and keep.any():
+                    px = np.clip(moved[keep, 0].astype(int), 0, truth.shape[1] - 1)
+                    py = np.clip(moved[keep, 1].astype(int), 0, truth.shape[0] - 1)
+                    at = truth[py, px]
+                    err = np.full(len(at), np.inf)
+                    ok = at >= 0
+                    err[ok] = template.geodesics.pair(at[ok], vertex[keep][ok])
+                    errors.append(err)
+    for j, groups in labels.items():
+        name = _stem(coco.file_names[j])
+        _, score = _cse_maps(cse_video, name)
+        vertex_map = np.full(score.shape, -1, np.int32)
+        for xy, vertex in groups:
+            px = np.clip(xy[:, 0].astype(int), 0, score.shape[1] - 1)
+            py = np.clip(xy[:, 1].astype(int), 0, score.shape[0] - 1)
+            vertex_map[py, px] = vertex
+        save_npz(
+            out / "flow" / f"{name}.npz",
+            vertex=vertex_map,
+            mask=(score > 0.5).astype(np.uint8),
+            weight=np.ones(score.shape, np.float32),
+        )
+    err = np.concatenate(errors) if errors else np.zeros(0)
+    return {
+        "flow/labelled_frames": float(len(labelled)),
+        "flow/frames_with_labels": float(len(labels)),
+        "flow/points_proposed": float(proposed),
+        "flow/points_added": float(kept),
+        "flow/kept_percent": 100.0 * kept / proposed if proposed else None,
+        "flow/cm_5": 100.0 * float((err <= 0.05).mean()) if len(err) else None,
+        "flow/cm_10": 100.0 * float((err <= 0.10).mean()) if len(err) else None,
+    }
+
+
+def run_pseudo_gt(args: argparse.Namespace, params: Params) -> dict[str, float | None]:
+    p = params.pseudo_gt
+    template = BodyTemplate.load(args.template)
+    coco_set = coco_train_set(p, args.render, args.cse)
+    tracker = Tracker()
+    with (
+        tracker.run("pseudo_gt", params=p.model_dump(mode="json"), tags={"stage": "pseudo_gt"}),
+        atomic_dir(args.out) as tmp,
+    ):
+        figures = build_coco_pseudo_gt(coco_set, template, p, tmp)
+        video = args.render / "video"
+        if p.flow.enabled and (video / "annotations.json").exists():
+            figures.update(propagate_video(video, args.cse / "video", template, p, tmp))
+        write_run_info(tmp, "pseudo_gt", p.model_dump(mode="json"))
+        tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
+    return figures
+
+
+def main(args: argparse.Namespace, params: Params) -> int:
+    figures = run_pseudo_gt(args, params)
+    if args.metrics is not None:
+        write_json(args.metrics, figures)
+    log.info("pseudo_gt: %s", {k: round(v, 2) for k, v in figures.items() if v is not None})
+    return 0

@@ -1,0 +1,139 @@
+"""`bodymap pretrain`: BodyMap on the rendered train split with CSE inputs (BodyMap Secs. 3.2-3.6), then scored on
+the synthetic test split with the evaluator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bodymap.config import AugmentParams, Params, PretrainParams
+from bodymap.data.augment import AugmentConfig
+from bodymap.data.rendered import DenseDataset, Source
+from bodymap.io import write_json, write_run_info
+from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
+from bodymap.models.registry import build_model, model_args, params_overrides
+from bodymap.predict import load_bodymap, predict_split
+from bodymap.template import BodyTemplate
+from bodymap.tracking import Tracker
+from bodymap.train.distributed import select_device, setup, teardown
+from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
+    parser.add_argument("--render", type=Path, required=True, help="render stage output directory")
+    parser.add_argument("--cse", type=Path, required=True, help="cse_init outputs (one subdirectory per set)")
+    parser.add_argument("--model-dir", type=Path, required=True, help="checkpoint directory (last.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="test-split predictions and evaluation outputs")
+    parser.add_argument("--metrics", type=Path, default=None, help="test-split metrics (JSON, DVC metrics)")
+    parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV, DVC plots)")
+
+
+def augment_config(p: AugmentParams) -> AugmentConfig:
+    return AugmentConfig(**p.model_dump())
+
+
+def bodymap_loss(weights: LossWeights, template: TemplateTensors) -> LossFn:
+    """The loop's loss function for BodyMap networks (`bodymap.losses.total_loss`)."""
+
+    def loss_fn(model, batch, generator):
+        return total_loss(model(batch["image"], batch.get("cse")), batch, weights, template, generator)
+
+    return loss_fn
+
+
+def train_bodymap(
+    template: BodyTemplate,
+    dataset: DenseDataset,
+    p: PretrainParams,
+    model_dir: Path,
+    tracker: Tracker,
+    init_state: dict[str, torch.Tensor] | None = None,
+    stage: str = "pretrain",
+) -> TrainResult:
+    """Build the configured network and train it on `dataset` with the shared loop."""
+    torch.manual_seed(p.train.seed)
+    model = build_model(p.model)
+    device = select_device(p.train.device)
+    tensors = TemplateTensors.from_template(template, device)
+    return train(
+        model,
+        dataset,
+        bodymap_loss(LossWeights.from_params(p.losses), tensors),
+        TrainConfig.from_params(p.train),
+        model_dir,
+        p.model.name,
+        model_args(p.model.name, **params_overrides(p.model)),
+        params={stage: p.model_dump(mode="json")},
+        tracker=tracker,
+        init_state=init_state,
+    )
+
+
+def write_history(path: Path, result: TrainResult) -> None:
+    """The training curve as CSV (one row per logged step), for `dvc plots`."""
+    from bodymap.io import atomic_path
+
+    keys = sorted({k for row in result.history for k in row} - {"step"})
+    lines = [",".join(["step", *keys])]
+    lines += [
+        ",".join([str(row["step"]), *(f"{row.get(k, ''):.6g}" if k in row else "" for k in keys)])
+        for row in result.history
+    ]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def evaluate_split(
+    template_dir: Path, checkpoint: Path, split: Path, cse_dir: Path, out: Path, params: Params, name: str
+) -> dict[str, Any]:
+    """Predict a rendered split with a checkpoint and score it against its dense GT; returns flat metrics."""
+    from bodymap.eval.stage import EvalSpec, run_evaluation
+
+    template = BodyTemplate.load(template_dir)
+    device = select_device(params.pretrain.train.device)
+    predictions = out / "predictions" / name
+    predict_split(load_bodymap(checkpoint, device), template, split, cse_dir, predictions, device)
+    spec = EvalSpec(name=name, kind="dense", gt=split, predictions=predictions)
+    return run_evaluation(template, [spec], params.evaluate, out / "evaluation")
+
+
+def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    p = params.pretrain
+    template = BodyTemplate.load(args.template)
+    dataset = DenseDataset(
+        [Source.rendered(args.render / "train", args.cse / "train")],
+        template.symmetry,
+        template.colors,
+        template.chart,
+        augment_config=augment_config(p.augment),
+    )
+    tracker = Tracker()
+    with tracker.run("pretrain", params=p.model_dump(mode="json"), tags={"stage": "pretrain"}):
+        result = train_bodymap(template, dataset, p, args.model_dir, tracker)
+        metrics: dict[str, Any] = {}
+        if setup(p.train.device).is_main:
+            metrics = evaluate_split(
+                args.template, result.checkpoint, args.render / "test", args.cse / "test", args.out, params, "test"
+            )
+            metrics["train_seconds"] = round(result.seconds, 1)
+            tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+            tracker.log_artifact(args.out / "evaluation")
+            if args.plots is not None:
+                write_history(args.plots, result)
+            write_run_info(args.model_dir, "pretrain", p.model_dump(mode="json"))
+    teardown()
+    return metrics
+
+
+def main(args: argparse.Namespace, params: Params) -> int:
+    metrics = run_pretrain(args, params)
+    if args.metrics is not None and metrics:
+        write_json(args.metrics, metrics)
+    return 0
