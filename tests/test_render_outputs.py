@@ -24,6 +24,7 @@ from bodymap.render.settings import build_settings
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.mask")
 
 CLI = [sys.executable, "-m", "bodymap.cli", "render"]
+SHARD_0 = ["-q", "--shard", "0", "--num-shards", "2", "--metrics"]
 SPLITS = {  # annotations directory -> dense GT directory
     "train": "train",
     "test": "test",
@@ -148,8 +149,7 @@ def test_two_runs_give_the_same_bytes_with_workers_and_shards(rendered, template
     shards = [tmp_path / "shard0", tmp_path / "shard1"]
     metrics = tmp_path / "metrics.json"
     result = subprocess.run(
-        [*CLI, "--params", str(params), "--template", str(template_dir), "--out", str(shards[0]), "-q"]
-        + ["--shard", "0", "--num-shards", "2", "--metrics", str(metrics)],
+        [*CLI, "--params", str(params), "--template", str(template_dir), "--out", str(shards[0]), *SHARD_0, metrics],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -74,11 +74,13 @@ def dp_masks(part: np.ndarray, bbox: tuple[int, int, int, int]) -> list:
     # Nearest pixel to each grid cell centre (the inverse of the dp_x mapping).
     cols = np.minimum(x + ((np.arange(DP_GRID) + 0.5) * w / DP_GRID).astype(np.int64), x + w - 1)
     rows = np.minimum(y + ((np.arange(DP_GRID) + 0.5) * h / DP_GRID).astype(np.int64), y + h - 1)
-    grid = part[rows[:, None], cols[None, :]]
-    out = []
-    for k in range(1, 15):
-        m = grid == k
-        out.append(encode_rle(m) if m.any() else [])
+    # Column-major grid: pycocotools encodes Fortran-ordered masks, and per-part comparisons then stay contiguous.
+    grid = np.asfortranarray(part[rows][:, cols])
+    present = np.flatnonzero(np.bincount(grid.ravel(order="K"), minlength=15)[1:15]) + 1
+    out: list = [[] for _ in range(14)]
+    for k in present:
+        rle = mask_util.encode((grid == k).astype(np.uint8, order="F"))
+        out[int(k) - 1] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
     return out
 
 

@@ -8,11 +8,13 @@ into exactly what one machine would have written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _WORKER: dict[str, Any] = {}
+# Up to this many identities, workers build every render mesh and BVH (~40 ms each) before rendering.
+PREPARE_IDENTITIES = 64
 # The last renderer built in this process, reused by later runs with the same template and people (tests,
 # benchmarks and shards in one process skip the template load and Anny set-up).
 _LAST: dict[tuple, Renderer] = {}
@@ -56,6 +60,8 @@ def _setup(settings: RenderSettings, template_dir: Path) -> dict[str, Any]:
         _LAST.clear()
         _LAST[key] = Renderer(BodyTemplate.load(template_dir), identities, settings.image_size, device=settings.device)
     renderer = _LAST[key]
+    if settings.identities <= PREPARE_IDENTITIES:
+        renderer.prepare()
     renderer.backgrounds = Backgrounds(files, settings.floor_probability)
     return {"renderer": renderer, "settings": settings, "pools": {"train": train, "test": test}}
 
@@ -73,6 +79,28 @@ def _run(job: tuple[str, int, Path]) -> ChunkResult:
     split_name, chunk, root = job
     settings: RenderSettings = _WORKER["settings"]
     return render_chunk(_WORKER["renderer"], settings, settings.split(split_name), chunk, _WORKER["pools"], root)
+
+
+@contextlib.contextmanager
+def job_runner(
+    settings: RenderSettings, template_dir: Path, workers: int
+) -> Iterator[Callable[[list[tuple[str, int]], Path], Iterator[ChunkResult]]]:
+    """A function rendering (split, chunk) jobs into a root directory, in order, with `workers` processes.
+
+    With one worker the jobs run in this process. Worker processes are started with `spawn` (fresh interpreters:
+    no forked torch or Warp state) and set themselves up once (template, Anny, renderer), so a runner is worth
+    reusing across calls (the benchmark does).
+    """
+    if workers == 1:
+        _WORKER.update(_setup(settings, template_dir))
+        try:
+            yield lambda jobs, root: map(_run, [(name, chunk, root) for name, chunk in jobs])
+        finally:
+            _WORKER.clear()
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker, initargs=(settings, template_dir)) as pool:
+        yield lambda jobs, root: pool.imap(_run, [(name, chunk, root) for name, chunk in jobs])
 
 
 def plan_jobs(settings: RenderSettings, shard: int = 0, num_shards: int = 1) -> list[tuple[str, int]]:
@@ -146,19 +174,8 @@ def render_dataset(
     template = BodyTemplate.load(template_dir)
     jobs = plan_jobs(settings, shard, num_shards)
     workers = max(1, min(settings.workers, len(jobs)))
-    with atomic_dir(out) as tmp:
-        tasks = [(name, chunk, tmp) for name, chunk in jobs]
-        if workers == 1:
-            _WORKER.update(_setup(settings, template_dir))
-            try:
-                results = list(progress(map(_run, tasks), "render", total=len(tasks)))
-            finally:
-                _WORKER.clear()
-        else:
-            # spawn: fresh interpreters, no forked torch/Warp state; each worker loads the template and Anny once.
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, initializer=_init_worker, initargs=(settings, template_dir)) as pool:
-                results = list(progress(pool.imap(_run, tasks), "render", total=len(tasks)))
+    with atomic_dir(out) as tmp, job_runner(settings, template_dir, workers) as run:
+        results = list(progress(run(jobs, tmp), "render", total=len(jobs)))
         counts = _split_files(settings, tmp, results, {"shard": [shard, num_shards]} if num_shards > 1 else {})
         write_json(tmp / "manifest.json", _top_manifest(settings, template, counts, (shard, num_shards)))
         if settings.contact_sheet:
@@ -186,6 +203,7 @@ def render_dataset(
         "workers": workers,
         "seconds": round(seconds, 1),
         "images_per_second": round(images / max(seconds, 1e-9), 1),
+        "cpu_ms_per_image": round(1000 * stats.get("cpu_seconds", 0) / max(images, 1), 1),
         "output_mb": round(size / 2**20, 1),
     }
 
@@ -235,4 +253,4 @@ def merge_shards(shard_dirs: list[Path], out: Path, template_dir: Path, contact_
     return {f"{name}_images": c["images"] for name, c in counts.items()}
 
 
-__all__ = ["merge_shards", "plan_jobs", "render_dataset"]
+__all__ = ["job_runner", "merge_shards", "plan_jobs", "render_dataset"]

@@ -8,6 +8,7 @@ with fixed zip timestamps, so the same params and seed give byte-identical outpu
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ def encode_image(rgb: np.ndarray, jpeg_quality: int | None = None) -> bytes:
     """PNG bytes of an RGB uint8 [H, W, 3] image, or JPEG at `jpeg_quality`."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     if jpeg_quality is None:
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # 2x faster than 3, 10% larger
     else:
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     if not ok:
@@ -148,28 +149,34 @@ def render_stills(
 
 
 def render_sequence(
-    renderer: Renderer, settings: RenderSettings, split: Split, sequence: int, pool: list[int], root: Path
+    renderer: Renderer, settings: RenderSettings, split: Split, frames: range, pool: list[int], root: Path
 ) -> ChunkResult:
-    """Render and write video sequence `sequence`: frames, dense GT, exact flow both ways, PoseTrack-style JSON.
+    """Render and write frames `frames` (indices `sequence * nframes + frame`, all of one sequence): images, dense
+    GT, exact flow both ways to the next frame, PoseTrack-style JSON.
 
-    Image ids are `sequence * frames + frame + 1`; `track_id` is the person's index in the sequence.
+    The whole sequence is sampled (cheap) so every piece sees the same motion; the frame after the piece is rendered
+    too, for the flow. Image ids are `sequence * nframes + frame + 1`; `track_id` is the person's index.
     """
     result = ChunkResult(split.name)
+    sequence, first = divmod(frames.start, split.frames)
+    last = frames.stop - sequence * split.frames  # exclusive
     seed = [settings.seed, split.code, sequence]
     scenes = sample_sequence(
         np.random.default_rng(seed), renderer.skeleton, pool, settings.video, settings.cameras, settings.poses
     )
-    frames = renderer.render_scenes(scenes)
-    count = len(frames)
+    count = len(scenes)
+    rendered = renderer.render_scenes(scenes[first : min(last + 1, count)])
     base = root / split.directory
-    for k, (scene, frame) in enumerate(zip(scenes, frames, strict=True)):
+    for k in range(first, last):
+        scene, frame = scenes[k], rendered[k - first]
         image_id = sequence * count + k + 1
         stem = f"{sequence:03d}/{k:04d}"
         write_bytes(base / "images" / f"{stem}.png", encode_image(frame.image))
         write_bytes(base / "gt" / f"{stem}.npz", npz_bytes(gt_arrays(frame)))
         if k + 1 < count:
-            forward, forward_valid = exact_flow(frame, frames[k + 1])
-            backward, backward_valid = exact_flow(frames[k + 1], frame)
+            after = rendered[k + 1 - first]
+            forward, forward_valid = exact_flow(frame, after)
+            backward, backward_valid = exact_flow(after, frame)
             # float32: float16 would move targets near pixel borders into the neighbouring pixel.
             arrays = {
                 "forward": forward,
@@ -222,11 +229,15 @@ def render_chunk(
     root: Path,
 ) -> ChunkResult:
     """Render work unit `chunk` of `split` (see `Split.chunks`) into `root`."""
+    start = time.process_time()
     items = split.chunks()[chunk]
     pool = pools[split.pool]
     if split.is_video:
-        return render_sequence(renderer, settings, split, items.start, pool, root)
-    return render_stills(renderer, settings, split, items, pool, root)
+        result = render_sequence(renderer, settings, split, items, pool, root)
+    else:
+        result = render_stills(renderer, settings, split, items, pool, root)
+    result.count("cpu_seconds", time.process_time() - start)  # this process's CPU time: speed on a busy machine
+    return result
 
 
 __all__ = ["ChunkResult", "degrade", "encode_image", "gt_arrays", "npz_bytes", "render_chunk"]
