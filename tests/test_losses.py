@@ -219,3 +219,10 @@ def test_total_loss_trains_a_real_model_end_to_end(template) -> None:
     total.backward()
     assert np.isfinite(logged["total"]) and logged["geodesic"] > 0.1  # an untrained map is far off
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_template_tensors_decode_like_the_template(template) -> None:
+    tt = TemplateTensors.from_template(template)
+    rgb = torch.randint(0, 256, (500, 3), generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(tt.decode_colors(rgb).numpy(), template.decode_colors(rgb.numpy()))
+    assert torch.equal(tt.decode_colors(tt.colors[:50]), torch.arange(50))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from bodymap.config import ModelParams
 from bodymap.errors import BodymapError
 from bodymap.models import (
+    DEFAULT_MODEL,
     MODELS,
     BodyMapOutput,
     add_decoded,
@@ -21,9 +22,11 @@ from bodymap.models import (
     decode_vertices,
     list_models,
     model_args,
+    params_overrides,
 )
 
 SMALL_MODELS = list_models(include_large=False)
+TINY_VIT = {"depth": 2, "out_indices": [0, 1], "features": 16}  # behaviour tests need no full-size network
 
 
 def _inputs(b: int = 2, h: int = 40, w: int = 56, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,17 +63,18 @@ def test_forward_backward_every_parameter(name: str) -> None:
 
 def test_rgb_variant_needs_no_cse_and_two_stream_does() -> None:
     image, cse = _inputs(b=1, h=32, w=32)
-    rgb = create_model("bodymap_vit_rgb")
+    rgb = create_model("bodymap_vit_rgb", **TINY_VIT)
     assert rgb.correspondence is None and not rgb.uses_cse
     assert rgb(image).color_logits.shape == (1, 3, 256, 32, 32)
+    two_stream = create_model("bodymap_vit", **TINY_VIT)
     with pytest.raises(ValueError, match="CSE estimate"):
-        create_model("bodymap_vit")(image)
+        two_stream(image)
     with pytest.raises(ValueError, match="cse must be"):
-        create_model("bodymap_vit")(image, cse[:, :3])
+        two_stream(image, cse[:, :3])
 
 
 def test_vit_runs_at_other_sizes_than_its_position_embedding() -> None:
-    model = create_model("bodymap_vit", img_size=64).eval()
+    model = create_model("bodymap_vit", img_size=64, **TINY_VIT).eval()
     with torch.no_grad():
         for size in (32, 96):
             image, cse = _inputs(b=1, h=size, w=size)
@@ -78,7 +82,7 @@ def test_vit_runs_at_other_sizes_than_its_position_embedding() -> None:
 
 
 def test_two_encoders_have_separate_weights() -> None:
-    model = create_model("bodymap_vit")
+    model = create_model("bodymap_vit", **TINY_VIT)
     ids = {id(p) for p in model.appearance.parameters()}
     assert not ids & {id(p) for p in model.correspondence.parameters()}
 
@@ -102,8 +106,8 @@ def test_model_args_rebuild_the_same_network_from_json() -> None:
 
 
 def test_build_model_translates_params_at_the_edge() -> None:
-    default = build_model(ModelParams())
-    assert sum(p.numel() for p in default.parameters()) == sum(p.numel() for p in create_model().parameters())
+    assert params_overrides(ModelParams()) == {}  # the defaults are the registry's
+    assert model_args(ModelParams().name) == model_args(DEFAULT_MODEL)
     small = build_model(ModelParams(depth=2, out_indices=[0, 1], features=16))
     assert len(small.appearance.vit.blocks) == 2 and small.decoder.out_channels == 16
     resnet = build_model(ModelParams(name="bodymap_resnet", features=16))

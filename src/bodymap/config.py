@@ -306,7 +306,7 @@ class LossParams(Strict):
     silhouette: NonNegFloat = 1.0
     geodesic: NonNegFloat = 0.5
     consistency: NonNegFloat = 0.1
-    geodesic_pixels: PositiveInt = 128
+    geodesic_pixels: PositiveInt = 64
     consistency_references: PositiveInt = 100
     hand_weight: PositiveFloat = 2.0
     head_weight: PositiveFloat = 2.0

@@ -5,7 +5,12 @@ template_tensors = TemplateTensors.from_template(template, device)
 loss, logged = total_loss(model(batch["image"], batch["cse"]), batch, weights, template_tensors, generator)
 """
 
-from bodymap.losses.classification import chart_weight_table, classification_loss, pixel_weights
+from bodymap.losses.classification import (
+    chart_weight_table,
+    classification_loss,
+    pixel_classification_loss,
+    pixel_weights,
+)
 from bodymap.losses.geodesic import consistency_loss, geodesic_loss, sample_pixels, vertex_log_probs
 from bodymap.losses.silhouette import soft_iou_loss
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
@@ -17,6 +22,7 @@ __all__ = [
     "classification_loss",
     "consistency_loss",
     "geodesic_loss",
+    "pixel_classification_loss",
     "pixel_weights",
     "sample_pixels",
     "soft_iou_loss",

@@ -48,6 +48,19 @@ def pixel_weights(
     return weight
 
 
+def pixel_classification_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over N pixels of the cross-entropy averaged over R, G, B.
+
+    Args:
+        logits: [N, 3, K] float colour logits at N pixels; target: [N, 3] int64 GT colour values; weight: [N] float.
+    Returns:
+        scalar float32 (0, with a graph, when N = 0).
+    """
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+    ce = ce.view(-1, 3).mean(dim=1)  # (N * 3,) -> (N,)
+    return (weight * ce).sum() / weight.sum().clamp_min(1e-6)
+
+
 def classification_loss(
     color_logits: torch.Tensor, vertex: torch.Tensor, colors: torch.Tensor, weight: torch.Tensor
 ) -> torch.Tensor:
@@ -66,9 +79,6 @@ def classification_loss(
         scalar float32 (0 with a graph when no pixel is labelled).
     """
     b, y, x = torch.nonzero(weight > 0, as_tuple=True)
-    logits = color_logits[b, :, :, y, x].float()  # (N, 3, K)
-    target = colors[vertex[b, y, x].long()]  # (N, 3)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")  # (N * 3,)
-    ce = ce.view(-1, 3).mean(dim=1)  # (N,)
-    w = weight[b, y, x]
-    return (w * ce).sum() / w.sum().clamp_min(1e-6)
+    # Gather only the labelled pixels: the [B, 3, K, H, W] log-softmax would cost as much as the logits again.
+    logits = color_logits[b, :, :, y, x]  # (N, 3, K)
+    return pixel_classification_loss(logits, colors[vertex[b, y, x].long()], weight[b, y, x])

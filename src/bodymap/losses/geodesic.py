@@ -51,7 +51,11 @@ def vertex_log_probs(logits: torch.Tensor, colors: torch.Tensor) -> torch.Tensor
         [N, V] float32; softmax over V gives the soft assignment q.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)  # (N, 3, K)
-    return logp[:, 0, colors[:, 0]] + logp[:, 1, colors[:, 1]] + logp[:, 2, colors[:, 2]]  # (N, V)
+    # index_select per channel: on CPU several times faster than advanced indexing, forward and backward (an
+    # index_add), and no [N, V, 3] intermediate.
+    out = logp[:, 0].index_select(1, colors[:, 0])  # (N, V)
+    out = out + logp[:, 1].index_select(1, colors[:, 1])
+    return out + logp[:, 2].index_select(1, colors[:, 2])
 
 
 def geodesic_loss(vertex_probs: torch.Tensor, gt_rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -67,7 +71,7 @@ def geodesic_loss(vertex_probs: torch.Tensor, gt_rows: torch.Tensor, weight: tor
     Returns:
         scalar float32, metres.
     """
-    expected = (vertex_probs * gt_rows).sum(dim=1)  # (N,)
+    expected = torch.linalg.vecdot(vertex_probs, gt_rows)  # (N,), without an [N, V] temporary
     return (weight * expected).sum() / weight.sum().clamp_min(1e-6)
 
 
@@ -88,20 +92,36 @@ def consistency_loss(
 
         L = sum_{i, r} w_i w_r | E_{v ~ q_i}[ g(v, v_r) ] - g(y_i, y_r) | / sum_{i, r} w_i w_r,
 
-    with v_r the reference's predicted vertex (arg max of its q, no gradient) and y the GT vertices. It constrains
+    with v_r the reference's decoded predicted vertex (no gradient) and y the GT vertices. It constrains
     the relative layout of the predicted map, which the per-pixel losses do not see. Zero when every prediction
     is a point mass on the GT vertex.
 
     Args:
         vertex_probs: [N, V] soft assignment q_i of the sampled pixels.
         gt_rows: [N, V] g(y_i, .) metres.
-        image: [N] int64 image index of each pixel; weight: [N] float.
+        image: [N] int64 image index of each pixel, grouped image by image (as `sample_pixels` returns them).
+        weight: [N] float.
         ref_rows: [R, V] g(v_r, .) from each reference's predicted vertex, metres.
         ref_gt_vertex: [R] int64 y_r; ref_image: [R] int64; ref_weight: [R] float.
     Returns:
         scalar float32, metres.
     """
-    predicted = vertex_probs @ ref_rows.T  # (N, R)
-    target = gt_rows[:, ref_gt_vertex]  # (N, R): g(y_i, y_r)
-    pair = (image[:, None] == ref_image[None, :]).float() * weight[:, None] * ref_weight[None, :]  # (N, R)
-    return (pair * (predicted - target).abs()).sum() / pair.sum().clamp_min(1e-6)
+    if len(image) > 1 and bool((image[1:] < image[:-1]).any()):
+        raise ValueError("consistency_loss: pixels must be grouped by image (sorted image index)")
+    # Pairs never cross images, so one [n_b, V] x [V, r_b] product per image (not [N, V] x [V, R]); `split` (not
+    # slicing) keeps the backward to one concatenation instead of a zero-filled [N, V] gradient per image.
+    ids, counts = torch.unique_consecutive(image, return_counts=True)
+    sizes = counts.tolist()
+    total = vertex_probs.new_zeros(())
+    norm = vertex_probs.new_zeros(())
+    pieces = zip(ids.tolist(), vertex_probs.split(sizes), gt_rows.split(sizes), weight.split(sizes), strict=True)
+    for img, probs, rows, w in pieces:
+        refs = ref_image == img
+        if not bool(refs.any()):
+            continue
+        predicted = probs @ ref_rows[refs].T  # (n_b, r_b): E_q[g(v, v_r)]
+        target = rows[:, ref_gt_vertex[refs]]  # (n_b, r_b): g(y_i, y_r)
+        pair = w[:, None] * ref_weight[refs][None, :]  # (n_b, r_b)
+        total = total + (pair * (predicted - target).abs()).sum()
+        norm = norm + pair.sum()
+    return total / norm.clamp_min(1e-6)

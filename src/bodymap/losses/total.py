@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
-from bodymap.losses.classification import chart_weight_table, classification_loss, pixel_weights
+from bodymap.losses.classification import chart_weight_table, pixel_classification_loss, pixel_weights
 from bodymap.losses.geodesic import consistency_loss, geodesic_loss, sample_pixels, vertex_log_probs
 from bodymap.losses.silhouette import soft_iou_loss
 
@@ -43,7 +44,7 @@ class LossWeights:
     silhouette: float = 1.0
     geodesic: float = 0.5
     consistency: float = 0.1
-    geodesic_pixels: int = 128
+    geodesic_pixels: int = 64
     consistency_references: int = 100
     hand_weight: float = 2.0
     head_weight: float = 2.0
@@ -70,6 +71,8 @@ class TemplateTensors:
         self.device = torch.device(device)
         self.colors = torch.as_tensor(np.asarray(colors), dtype=torch.int64, device=self.device)  # (V, 3)
         self.geodesics = geodesics
+        # Built like `BodyTemplate.decode_colors`'s tree, so decoding here gives the same vertices (ties included).
+        self._colour_tree = cKDTree(np.asarray(colors).astype(np.float32))
 
     @classmethod
     def from_template(cls, template: BodyTemplate, device: torch.device | str = "cpu") -> TemplateTensors:
@@ -78,6 +81,11 @@ class TemplateTensors:
     @property
     def num_vertices(self) -> int:
         return int(self.colors.shape[0])
+
+    def decode_colors(self, rgb: torch.Tensor) -> torch.Tensor:
+        """[N, 3] int colour values -> [N] int64 vertex with the nearest code colour, on `self.device`."""
+        _, idx = self._colour_tree.query(rgb.detach().cpu().numpy().astype(np.float32), workers=-1)
+        return torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)
 
     def geodesic_rows(self, vertex: torch.Tensor) -> torch.Tensor:
         """[N] int vertex ids -> [N, V] float32 geodesic distances (metres) from each, on `self.device`."""
@@ -99,7 +107,7 @@ def total_loss(
         silhouette: `soft_iou_loss` against `mask` (Sec. 3.3).
         geodesic: `geodesic_loss` on `geodesic_pixels` random labelled pixels per image (Sec. 3.4).
         consistency: `consistency_loss` (Eq. 2) between those pixels and `consistency_references` other random
-            labelled pixels per image, whose predicted vertex is the arg max of their soft assignment.
+            labelled pixels per image, whose predicted vertex is decoded as at inference (`decode_vertices`).
 
     Args:
         outputs: the network's `BodyMapOutput` for the batch.
@@ -116,38 +124,47 @@ def total_loss(
     device = outputs.color_logits.device
     terms: dict[str, torch.Tensor] = {}
 
-    if weights.classification > 0:
-        table = chart_weight_table(weights.hand_weight, weights.head_weight, device)
-        w = pixel_weights(vertex, chart, table, confidence)
-        terms["classification"] = classification_loss(outputs.color_logits, vertex, template.colors, w)
-
     if weights.silhouette > 0:
         terms["silhouette"] = soft_iou_loss(outputs.silhouette, batch["mask"], confidence)
 
+    # Colour terms read the logits of labelled pixels only, gathered once: every gather of the [B, 3, K, H, W]
+    # logits costs a zero-filled gradient of that size in the backward pass.
+    confidence_map = pixel_weights(vertex, None, torch.ones(1, device=device), confidence)  # (B, H, W)
+    labelled = confidence_map > 0
+    b, y, x = torch.nonzero(labelled, as_tuple=True)  # (L,) each, image by image
+    logits = outputs.color_logits[b, :, :, y, x]  # (L, 3, K)
+    gt_vertex = vertex[b, y, x]  # (L,)
+    pixel_confidence = confidence_map[b, y, x]  # (L,)
+
+    if weights.classification > 0:
+        table = chart_weight_table(weights.hand_weight, weights.head_weight, device)
+        chart_weight = table[chart[b, y, x].long().clamp(0, 24)] if chart is not None else 1.0
+        target = template.colors[gt_vertex]  # (L, 3)
+        terms["classification"] = pixel_classification_loss(logits, target, pixel_confidence * chart_weight)
+
     if weights.geodesic > 0 or weights.consistency > 0:
+        # Positions of the labelled pixels in the gathered list, so draws index `logits` directly.
+        position = torch.full(labelled.shape, -1, dtype=torch.long, device=device)
+        position[b, y, x] = torch.arange(len(b), device=device)
+        pick = position[sample_pixels(labelled, weights.geodesic_pixels, generator)]  # (N,)
         # Geodesic terms weigh pixels by confidence only: the hand/head emphasis is the classifier's (Sec. 3.3).
-        w = pixel_weights(vertex, None, torch.ones(1, device=device), confidence)
-        labelled = w > 0
-        b, y, x = sample_pixels(labelled, weights.geodesic_pixels, generator)
-        probs = vertex_log_probs(outputs.color_logits[b, :, :, y, x], template.colors).softmax(dim=1)  # (N, V)
-        gt_vertex = vertex[b, y, x]
-        gt_rows = template.geodesic_rows(gt_vertex)  # (N, V)
+        probs = vertex_log_probs(logits[pick], template.colors).softmax(dim=1)  # (N, V)
+        gt_rows = template.geodesic_rows(gt_vertex[pick])  # (N, V)
         if weights.geodesic > 0:
-            terms["geodesic"] = geodesic_loss(probs, gt_rows, w[b, y, x])
+            terms["geodesic"] = geodesic_loss(probs, gt_rows, pixel_confidence[pick])
         if weights.consistency > 0:
-            rb, ry, rx = sample_pixels(labelled, weights.consistency_references, generator)
-            with torch.no_grad():
-                ref_logits = outputs.color_logits[rb, :, :, ry, rx]  # (R, 3, K)
-                ref_pred = vertex_log_probs(ref_logits, template.colors).argmax(dim=1)  # (R,)
+            ref = position[sample_pixels(labelled, weights.consistency_references, generator)]  # (R,)
+            # A reference's prediction is decoded as at inference: arg max per channel, nearest code colour.
+            ref_pred = template.decode_colors(logits[ref].argmax(dim=2))  # (R, 3) values -> (R,) vertices
             terms["consistency"] = consistency_loss(
                 probs,
                 gt_rows,
-                b,
-                w[b, y, x],
+                b[pick],
+                pixel_confidence[pick],
                 template.geodesic_rows(ref_pred),
-                vertex[rb, ry, rx],
-                rb,
-                w[rb, ry, rx],
+                gt_vertex[ref],
+                b[ref],
+                pixel_confidence[ref],
             )
 
     total = sum(
