@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from bodymap.config import ModelParams
 from bodymap.errors import BodymapError
+from bodymap.eval.predictions import PredictionSet, PredictionWriter
 from bodymap.models import (
     DEFAULT_MODEL,
     MODELS,
@@ -167,28 +168,22 @@ def test_decoding_matches_the_template_decoder_on_arbitrary_colours(template) ->
     np.testing.assert_array_equal(decoded, template.decode_colors(rgb))
 
 
-class _RecordingWriter:
-    """Stands in for `bodymap.eval.predictions.PredictionWriter` (only `add_dense` is used)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, np.ndarray, np.ndarray, str | None]] = []
-
-    def add_dense(self, image_id: int, vertex: np.ndarray, *, score: np.ndarray, name: str | None = None) -> None:
-        self.calls.append((image_id, vertex, score, name))
-
-
-def test_add_decoded_writes_one_dense_prediction_per_image(template) -> None:
+def test_add_decoded_writes_a_dense_prediction_set_the_evaluator_reads(template, tmp_path) -> None:
     vertex = np.stack([np.full((4, 5), 7, np.int32), np.full((4, 5), -1, np.int32)])
+    vertex[0, 0, 0] = -1
     one, two = (_peaked_outputs(v, template.colors) for v in vertex)
     outputs = BodyMapOutput(
         color_logits=torch.cat([one.color_logits, two.color_logits]),
         silhouette=torch.cat([one.silhouette, two.silhouette]),
     )
-    writer = _RecordingWriter()
+    writer = PredictionWriter(tmp_path, template_name=template.name, kind="dense")
     add_decoded(writer, [12, 13], outputs, template)
-    assert [c[0] for c in writer.calls] == [12, 13]
-    np.testing.assert_array_equal(writer.calls[0][1], vertex[0])
-    np.testing.assert_array_equal(writer.calls[1][1], vertex[1])
-    assert writer.calls[0][1].dtype == np.int32 and writer.calls[0][2].shape == (4, 5)
+    writer.close()
+    predictions = PredictionSet.open(tmp_path, num_vertices=template.num_vertices, template_name=template.name)
+    assert predictions.kind == "dense" and [e.image_id for e in predictions.entries] == [12, 13]
+    for entry, expected in zip(predictions.entries, vertex, strict=True):
+        decoded, person, score = predictions.dense(entry, shape=(4, 5))
+        np.testing.assert_array_equal(decoded, expected)
+        assert person is None and score is not None and ((score > 0.5) == (expected >= 0)).all()
     with pytest.raises(ValueError, match="2 image ids"):
         add_decoded(writer, [1, 2], one, template)
