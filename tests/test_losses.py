@@ -226,3 +226,14 @@ def test_template_tensors_decode_like_the_template(template) -> None:
     rgb = torch.randint(0, 256, (500, 3), generator=torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(tt.decode_colors(rgb).numpy(), template.decode_colors(rgb.numpy()))
     assert torch.equal(tt.decode_colors(tt.colors[:50]), torch.arange(50))
+
+
+def test_total_loss_stays_float32_under_autocast(template) -> None:
+    tt = TemplateTensors.from_template(template)
+    batch = _batch(template)
+    g = torch.Generator().manual_seed(4)
+    outputs = BodyMapOutput(torch.randn(2, 3, 256, 12, 10, generator=g), torch.randn(2, 1, 12, 10, generator=g))
+    _, plain = total_loss(outputs, batch, LossWeights(), tt, torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, autocast = total_loss(outputs, batch, LossWeights(), tt, torch.Generator().manual_seed(1))
+    assert total.dtype == torch.float32 and autocast == pytest.approx(plain, rel=1e-6)

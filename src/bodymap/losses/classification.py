@@ -26,22 +26,24 @@ def chart_weight_table(
 
 def pixel_weights(
     vertex: torch.Tensor,
-    chart: torch.Tensor | None,
-    chart_table: torch.Tensor,
+    chart: torch.Tensor | None = None,
+    chart_table: torch.Tensor | None = None,
     confidence: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weight of each pixel in the classification loss; 0 where there is no GT vertex.
 
     Args:
         vertex: [B, H, W] int GT vertex ids, -1 where unlabelled (background, or unknown in pseudo-GT).
-        chart: [B, H, W] uint8/int DensePose chart 0..24, or None (then every labelled pixel weighs 1).
-        chart_table: [25] float from `chart_weight_table`.
+        chart: [B, H, W] uint8/int DensePose chart 0..24, or None (no chart weighting).
+        chart_table: [25] float from `chart_weight_table` (needed with `chart`).
         confidence: [B, H, W] float per-pixel confidence of pseudo-GT, or None.
     Returns:
         [B, H, W] float32.
     """
     weight = (vertex >= 0).float()
     if chart is not None:
+        if chart_table is None:
+            raise ValueError("pixel_weights: a chart map needs its chart_table (chart_weight_table)")
         weight = weight * chart_table[chart.long().clamp(0, NUM_CHARTS - 1)]
     if confidence is not None:
         weight = weight * confidence.float()

@@ -118,6 +118,26 @@ def total_loss(
     Returns:
         (total, {"total": .., term: value (unweighted), ...}) with total a scalar float32 tensor.
     """
+    # Losses run in float32 even inside the loop's autocast: fp16 geodesic products and log-probabilities over
+    # 13k vertices lose the precision the small terms need.
+    with torch.autocast(device_type=outputs.color_logits.device.type, enabled=False):
+        terms = _terms(outputs, batch, weights, template, generator)
+    total = sum(
+        (getattr(weights, name) * value for name, value in terms.items()),
+        start=outputs.silhouette.new_zeros((), dtype=torch.float32),
+    )
+    logged = {"total": float(total.detach())} | {name: float(value.detach()) for name, value in terms.items()}
+    return total, logged
+
+
+def _terms(
+    outputs: BodyMapOutput,
+    batch: Mapping[str, torch.Tensor],
+    weights: LossWeights,
+    template: TemplateTensors,
+    generator: torch.Generator | None,
+) -> dict[str, torch.Tensor]:
+    """The enabled terms, unweighted (see `total_loss`)."""
     vertex = batch["vertex"].long()
     confidence = batch.get("weight")
     chart = batch.get("chart")
@@ -126,10 +146,12 @@ def total_loss(
 
     if weights.silhouette > 0:
         terms["silhouette"] = soft_iou_loss(outputs.silhouette, batch["mask"], confidence)
+    if weights.classification == 0 and weights.geodesic == 0 and weights.consistency == 0:
+        return terms
 
     # Colour terms read the logits of labelled pixels only, gathered once: every gather of the [B, 3, K, H, W]
     # logits costs a zero-filled gradient of that size in the backward pass.
-    confidence_map = pixel_weights(vertex, None, torch.ones(1, device=device), confidence)  # (B, H, W)
+    confidence_map = pixel_weights(vertex, confidence=confidence)  # (B, H, W), 0 where unlabelled
     labelled = confidence_map > 0
     b, y, x = torch.nonzero(labelled, as_tuple=True)  # (L,) each, image by image
     logits = outputs.color_logits[b, :, :, y, x]  # (L, 3, K)
@@ -166,10 +188,4 @@ def total_loss(
                 b[ref],
                 pixel_confidence[ref],
             )
-
-    total = sum(
-        (getattr(weights, name) * value for name, value in terms.items()),
-        start=outputs.silhouette.new_zeros((), dtype=torch.float32),
-    )
-    logged = {"total": float(total.detach())} | {name: float(value.detach()) for name, value in terms.items()}
-    return total, logged
+    return terms
