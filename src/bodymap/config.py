@@ -165,8 +165,9 @@ class CameraParams(Strict):
 
 
 class AppearanceParams(Strict):
-    """Outfit odds per identity (trousers + skirt + robe <= 1; otherwise shorts), hair, and backgrounds: procedural
-    (a floor plane with `floor_probability`) or random crops of the images in `background_dir`."""
+    """Outfit odds per identity (trousers + skirt + robe <= 1; otherwise shorts; `top_probability` applies to adult
+    male-leaning bodies, everyone else always wears a top), hair, and backgrounds: procedural (a floor plane with
+    `floor_probability`) or random crops of the images in `background_dir`."""
 
     top_probability: Probability = 0.85
     loose_top_probability: Probability = 0.4

@@ -36,8 +36,9 @@ def _panels(image: np.ndarray, gt: dict[str, np.ndarray], template: BodyTemplate
 
 
 def _label(row: np.ndarray, text: str) -> np.ndarray:
-    cv2.putText(row, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 2, cv2.LINE_AA)
-    cv2.putText(row, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+    cv2.rectangle(row, (0, 0), (w + 5, h + 5), (0, 0, 0), -1)
+    cv2.putText(row, text, (2, h + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
     return row
 
 

@@ -136,7 +136,9 @@ def sample_identity(rng: np.random.Generator, index: int, shapes: ShapeRanges, o
         else "shorts"
     )
     top = "none"
-    if rng.random() < odds.top or bottom == "robe":
+    # Bare torsos only on adult, male-leaning bodies (Anny gender 0 = male, 1 = female; age 2/3 = young adult).
+    bare_allowed = shape["gender"] < 0.5 and shape["age"] > 0.55
+    if rng.random() < odds.top or bottom == "robe" or not bare_allowed:
         top = "loose" if rng.random() < odds.loose_top or bottom == "robe" else "tight"
     long_sleeves = rng.random() < odds.long_sleeves or bottom == "robe"
     hair = "none"

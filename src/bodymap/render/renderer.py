@@ -10,6 +10,7 @@ whole silhouette (paper Secs. 3.1, 3.6).
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ from bodymap.template.anny_body import ANNY_TO_BODY, AnnyBody
 from bodymap.template.mesh import BodyTemplate
 
 COCO_KEYPOINTS = 17
+CACHED_PEOPLE = 128  # render meshes + BVHs kept per process (~3 MB each)
 POSE_BATCH = 64
 NEAR_M = 0.05
 
@@ -148,28 +150,30 @@ class Renderer:
             full_to_body=full_to_body,
         )
         self._rest_full = rest.vertices[0]
-        self._meshes: dict[int, PersonMesh] = {}
-        self._queries: dict[int, MeshQuery] = {}
+        # identity -> (render mesh, its BVH), least recently used first; bounded, for runs with many identities.
+        self._people: OrderedDict[int, tuple[PersonMesh, MeshQuery]] = OrderedDict()
 
     # ------------------------------------------------------------------------------------------------ people
+    def _person(self, identity: int) -> tuple[PersonMesh, MeshQuery]:
+        if identity in self._people:
+            self._people.move_to_end(identity)
+            return self._people[identity]
+        mesh = PersonMesh(self.parts, self.identities[identity])
+        # The BVH is built from the rest pose and refitted per frame: its layout (hence tie-breaking between
+        # equally near hits) does not depend on which frame a worker meets first, keeping outputs byte-identical.
+        query = MeshQuery(mesh.vertices(self._rest_full)[0], mesh.faces, device=self.device)
+        self._people[identity] = (mesh, query)
+        if len(self._people) > CACHED_PEOPLE:
+            self._people.popitem(last=False)
+        return mesh, query
+
     def person_mesh(self, identity: int) -> PersonMesh:
-        if identity not in self._meshes:
-            self._meshes[identity] = PersonMesh(self.parts, self.identities[identity])
-        return self._meshes[identity]
+        return self._person(identity)[0]
 
     def prepare(self) -> None:
-        """Build every identity's render mesh and BVH now rather than on first use (steady-state timing)."""
-        for identity in range(len(self.identities)):
-            self._query(identity)
-
-    def _query(self, identity: int) -> MeshQuery:
-        # Built once from the rest pose and refitted per frame: the BVH layout (hence tie-breaking between equally
-        # near hits) is the same whichever frame a worker meets first, keeping outputs byte-identical.
-        if identity not in self._queries:
-            mesh = self.person_mesh(identity)
-            rest = mesh.vertices(self._rest_full)[0]
-            self._queries[identity] = MeshQuery(rest, mesh.faces, device=self.device)
-        return self._queries[identity]
+        """Build the render meshes and BVHs of the first CACHED_PEOPLE identities now rather than on first use."""
+        for identity in range(min(len(self.identities), CACHED_PEOPLE)):
+            self._person(identity)
 
     def pose(self, people: list[PersonInstance]) -> list[PosedPerson]:
         """Pose and place a batch of people (one Anny call for all), feet on the ground y = 0."""
@@ -253,7 +257,7 @@ class Renderer:
             window = self._window(camera, p.lo, p.hi)
             if window is None:
                 continue
-            query = self._query(p.instance.identity)
+            query = self._person(p.instance.identity)[1]
             query.update(p.vertices)
             hits = query.cast_pinhole(
                 camera.origin, camera.cam_to_world, camera.intrinsics, w, h, max_t=1e4, window=window
