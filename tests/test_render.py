@@ -160,3 +160,19 @@ def test_exact_flow_moves_gt_onto_the_next_frame(renderer, template):
             now, _ = b.camera.project(posed.template[b.vertex[y[sel], x[sel]]])
             gap = np.linalg.norm(was - now, axis=1)
             assert np.median(gap) < 1.0 and np.mean(gap < 2.0) > 0.97, (np.median(gap), np.mean(gap < 2.0))
+
+
+def test_folder_backgrounds_are_cropped_to_the_image(tmp_path):
+    import cv2
+
+    from bodymap.render.background import Backgrounds, list_background_images
+    from bodymap.render.camera import look_at
+
+    cv2.imwrite(str(tmp_path / "room.png"), np.full((60, 80, 3), (10, 200, 30), np.uint8))
+    (tmp_path / "notes.txt").write_text("not a background")
+    files = list_background_images(tmp_path)
+    assert [f.name for f in files] == ["room.png"]
+    camera = look_at(np.array([0.0, 1.0, 3.0]), np.zeros(3), 0.0, 40.0, SIZE, SIZE)
+    image = Backgrounds(files).sample(np.random.default_rng(0), camera)
+    assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.float32
+    np.testing.assert_allclose(image[..., 1], 200 / 255, atol=1e-3)  # RGB order kept (green stays green)

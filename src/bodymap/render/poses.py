@@ -158,6 +158,14 @@ class Skeleton:
         self._bones = np.array([d.bone for d in dofs])
         self._scale = np.array([d.scale for d in dofs])
         self.index = {d.name: i for i, d in enumerate(dofs)}
+        self._legs = {
+            side: [
+                i
+                for n, i in self.index.items()
+                if n.startswith((f"upperleg01.{side}", f"lowerleg01.{side}", f"foot.{side}"))
+            ]
+            for side in "LR"
+        }
 
     @property
     def num_dofs(self) -> int:
@@ -202,10 +210,8 @@ class Skeleton:
         amount = spread * rng.uniform(0.3, 1.0)
         target = rng.uniform(self.lo, self.hi)
         pose = self.neutral + amount * (target - self.neutral)
-        support = "L" if rng.random() < 0.5 else "R"
-        for name, i in self.index.items():
-            if name.startswith((f"upperleg01.{support}", f"lowerleg01.{support}", f"foot.{support}")):
-                pose[i] = self.neutral[i] + 0.3 * (pose[i] - self.neutral[i])
+        leg = self._legs["L" if rng.random() < 0.5 else "R"]
+        pose[leg] = self.neutral[leg] + 0.3 * (pose[leg] - self.neutral[leg])
         self._fingers(rng, pose, rng.uniform(-0.1, 0.9))
         return self.clip(pose)
 
