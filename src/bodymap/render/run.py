@@ -70,12 +70,18 @@ def _init_worker(settings: RenderSettings, template_dir: Path) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER.update(_setup(settings, template_dir))
+    try:
+        _WORKER.update(_setup(settings, template_dir))
+    except Exception as exc:
+        # A pool restarts a worker whose initializer fails, forever; fail its first job instead.
+        _WORKER["error"] = exc
 
 
 def _run(job: tuple[str, int, Path]) -> ChunkResult:
     from bodymap.render.writer import render_chunk
 
+    if "error" in _WORKER:
+        raise _WORKER["error"]
     split_name, chunk, root = job
     settings: RenderSettings = _WORKER["settings"]
     return render_chunk(_WORKER["renderer"], settings, settings.split(split_name), chunk, _WORKER["pools"], root)
@@ -169,9 +175,16 @@ def render_dataset(
     from bodymap.render.contact import contact_sheet
 
     start = time.monotonic()
-    if settings.background_dir:  # fail before any work: a bad folder is a configuration error
+    # Configuration errors surface here, before any work or worker starts: the background folder, the template
+    # (an Anny one), the Warp device.
+    if settings.background_dir:
         list_background_images(settings.background_dir)
     template = BodyTemplate.load(template_dir)
+    if template.meta.get("source") != "anny" or len(template.template_to_full) == 0:
+        raise BodymapError(f"{template_dir}: the renderer needs a template built from Anny (template.source: anny)")
+    from bodymap.raycast import warp_device
+
+    warp_device(settings.device)
     jobs = plan_jobs(settings, shard, num_shards)
     workers = max(1, min(settings.workers, len(jobs)))
     with atomic_dir(out) as tmp, job_runner(settings, template_dir, workers) as run:
