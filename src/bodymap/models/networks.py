@@ -33,7 +33,7 @@ class BodyMapViT(BodyMapNet):
         patch_size: token stride; 8 keeps a 16 x 16 token grid at 128 px.
         depth: transformer blocks (None: the timm name's).
         out_indices: blocks read by the decoder, one DPT level each (shallow to deep).
-        features: decoder width F; level l is fused to F * 2^l / 2 channels (DPT's 96..768 for F = 256 style).
+        features: decoder width F; level l is fused to F * 2^l / 2 channels (widening with depth, as DPT's reassemble).
         use_correspondence: False gives the RGB-only variant (`bodymap_vit_rgb`, Table 1's "RGB only").
         drop_path_rate: stochastic depth in both transformers.
         num_bins: values per colour channel (256).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ class ModelSpec:
     cls: type[BodyMapNet]
     args: Mapping[str, Any]
     description: str = ""
-    tags: tuple[str, ...] = field(default=())
+    tags: tuple[str, ...] = ()
 
 
 # Sizes: the defaults train on 2 CPU cores at 128 px; `bodymap_vit_large` is the paper's scale (ViT-L encoders,
