@@ -8,7 +8,6 @@ template code, so editing the template rebuilds it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -77,10 +76,11 @@ def rendered(template_dir: Path, request: pytest.FixtureRequest) -> Path:
     from bodymap.render.run import render_dataset
     from bodymap.render.settings import build_settings
 
-    digest = hashlib.sha256((template_dir.name + json.dumps(TEST_RENDER_PARAMS, sort_keys=True)).encode())
+    params = RenderParams.model_validate(TEST_RENDER_PARAMS)  # resolved: the key follows changed defaults too
+    digest = hashlib.sha256((template_dir.name + params.model_dump_json()).encode())
     for path in sorted((ROOT / "src/bodymap/render").glob("*.py")):
         digest.update(path.read_bytes())
     out = Path(request.config.cache.mkdir("bodymap-render")) / digest.hexdigest()[:16]
     if not (out / "manifest.json").exists():
-        render_dataset(build_settings(RenderParams.model_validate(TEST_RENDER_PARAMS)), template_dir, out)
+        render_dataset(build_settings(params), template_dir, out)
     return out
