@@ -4,6 +4,7 @@ points that agree with the dense GT and the template, exact flow, byte-identical
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,13 @@ from pycocotools.coco import COCO
 
 from bodymap.config import RenderParams
 from bodymap.errors import BodymapError
-from bodymap.render.run import merge_shards, render_dataset
+from bodymap.render.run import render_dataset
 from bodymap.render.settings import build_settings
 
 # pycocotools' C extension trips numpy 2's copy-keyword deprecation on every decode; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.mask")
 
 CLI = [sys.executable, "-m", "bodymap.cli", "render"]
-SHARD_0 = ["-q", "--shard", "0", "--num-shards", "2", "--metrics"]
 SPLITS = {  # annotations directory -> dense GT directory
     "train": "train",
     "test": "test",
@@ -141,26 +141,29 @@ def test_flow_files_warp_gt_onto_the_next_frame(rendered, template):
     assert not (rendered / "video" / "flow" / "000" / "0012.npz").exists()  # no flow after the last frame
 
 
-def test_two_runs_give_the_same_bytes_with_workers_and_shards(rendered, template_dir, tmp_path):
-    """Shard 0 of 2 through the CLI with 2 worker processes, shard 1 in this process, merged: the bytes of the
-    fixture's single-process run (run.yaml aside: it records the git state)."""
+@pytest.fixture
+def cli_in_process():
+    """`bodymap ...` run in this process (no interpreter start-up), root logging restored afterwards."""
+    from bodymap.cli import main
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield lambda *args: main([str(a) for a in args])
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_two_runs_give_the_same_bytes_with_workers_and_shards(rendered, template_dir, tmp_path, cli_in_process):
+    """`bodymap render` twice more, as two shards: shard 0 with 2 worker processes, shard 1 in this process, then
+    `--merge`: the bytes of the fixture's single-process run (run.yaml aside: it records the git state)."""
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"render": {**TEST_RENDER_PARAMS, "workers": 2}}))
-    shards = [tmp_path / "shard0", tmp_path / "shard1"]
-    metrics = tmp_path / "metrics.json"
-    result = subprocess.run(
-        [*CLI, "--params", str(params), "--template", str(template_dir), "--out", str(shards[0]), *SHARD_0, metrics],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    shards, merged, metrics = [tmp_path / "shard0", tmp_path / "shard1"], tmp_path / "merged", tmp_path / "m.json"
+    common = ["--params", params, "--template", template_dir, "-q", "--num-shards", 2]
+    assert cli_in_process("render", *common, "--out", shards[0], "--shard", 0, "--metrics", metrics) == 0
     assert json.loads(metrics.read_text())["workers"] == 2
-    settings = build_settings(RenderParams.model_validate(TEST_RENDER_PARAMS))
-    render_dataset(settings, template_dir, shards[1], shard=1, num_shards=2)
-    merged = tmp_path / "merged"
-    merge_shards(shards, merged, template_dir, settings.contact_sheet)
+    assert cli_in_process("render", *common, "--out", shards[1], "--shard", 1, "--set", "render.workers=1") == 0
+    assert cli_in_process("render", *common, "--out", merged, "--merge", *shards) == 0
     expected = {k: v for k, v in _files(rendered).items() if k != "run.yaml"}
     got = {k: v for k, v in _files(merged).items() if k != "run.yaml"}
     assert got.keys() == expected.keys()
