@@ -1,7 +1,7 @@
 """Render a whole dataset: plan the work, run it in worker processes (or one shard of it), write JSON and manifests.
 
-Work units are fixed by the params (chunks of STILL_CHUNK images, one video sequence each) and every unit seeds its
-own randomness from (seed, split, index), so the bytes written do not depend on `workers` nor on sharding: a
+Work units are fixed by the params (STILL_CHUNK images, or VIDEO_CHUNK frames of one sequence) and every unit
+seeds its own randomness from (seed, split, index), so the bytes written do not depend on `workers` nor on sharding: a
 cluster fans shards out (`--shard i --num-shards n`, each a valid partial output) and `merge_shards` joins them
 into exactly what one machine would have written.
 """
