@@ -120,6 +120,12 @@ def _placement(cluster: ClusterParams) -> dict[str, Any]:
     return {"nodeSelector": {cluster.node_label_key: cluster.node_label_value}, "tolerations": [toleration]}
 
 
+def placement(cluster: ClusterParams) -> dict[str, Any]:
+    """`nodeSelector` and `tolerations` of a pod with `cluster.gpus_per_node` GPUs ({} without any): the KFP pipeline
+    places its GPU stages by the same rule as the training jobs."""
+    return _placement(cluster)
+
+
 def _pod_security() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
