@@ -36,6 +36,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The Kubeflow pipeline's IR YAML (committed; a test fails when it is stale). PIPELINE_ARGS for another cluster
+# shape, e.g. make pipeline PIPELINE_ARGS="--set cluster.nodes=4 --out /tmp/bodymap-4nodes.yaml"
+pipeline: $(STAMP)
+	$(BIN)/python -m pipelines.compile $(PIPELINE_ARGS)
+
 # The DVC remote on the S3-compatible store (README: "Run on a cluster"). The endpoint comes from the environment;
 # credentials stay there too (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are read by DVC at push/pull time).
 # Written to .dvc/config.local (git-ignored) unless DVC_REMOTE_SCOPE=--project.

@@ -1,0 +1,156 @@
+"""One KFP component per pipeline stage: a thin shell over the `bodymap <stage>` command DVC runs too.
+
+Each body maps its artifacts to the command's path options and calls `run_stage`; the stage parameters arrive as
+one JSON text per params section (`<section>_params`), passed as `--set <section>=...` on top of the schema
+defaults. A component takes the sections its stage reads: its own, plus `pseudo_gt` (which DensePose-COCO set) and
+`evaluate` (how models are scored) for the stages that pick data sets or score a model.
+"""
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components._shell import component, run_stage, run_training_job
+
+
+@component()
+def template(template_params: str, template: Output[Dataset], metrics: Output[Metrics]):
+    """Build the body template (mesh, DensePose charts, colour code, geodesics, LBO basis) from Anny."""
+    run_stage("template", {"--out": template.path, "--metrics": metrics.path}, {"template": template_params}, metrics)
+
+
+@component()
+def render(template: Input[Dataset], render_params: str, render: Output[Dataset], metrics: Output[Metrics]):
+    """Render synthetic clothed people with exact dense GT: train/test, the coco-like split and video."""
+    options = {"--template": template.path, "--out": render.path, "--metrics": metrics.path}
+    run_stage("render", options, {"render": render_params}, metrics)
+
+
+@component()
+def cse_init(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse_init_params: str,
+    pseudo_gt_params: str,
+    evaluate_params: str,
+    model: Output[Model],
+    cse: Output[Dataset],
+    metrics: Output[Metrics],
+    gpus: int = 0,
+):
+    """Train CSE on the rendered people, infer it on every image set, score it as the baseline."""
+    options = {"--template": template.path, "--render": render.path, "--model-dir": model.path, "--out": cse.path}
+    sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    run_stage("cse_init", {**options, "--metrics": metrics.path}, sections, metrics, procs=max(gpus, 1))
+
+
+@component()
+def pseudo_gt(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse: Input[Dataset],
+    pseudo_gt_params: str,
+    pseudo_gt: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Dense pseudo-GT on DensePose-COCO (real or coco-like) from sparse points + CSE; flow-propagated video labels."""
+    options = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--out": pseudo_gt.path}
+    run_stage("pseudo_gt", {**options, "--metrics": metrics.path}, {"pseudo_gt": pseudo_gt_params}, metrics)
+
+
+@component(extra_helpers=(run_training_job,))
+def pretrain(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse: Input[Dataset],
+    pretrain_params: str,
+    pseudo_gt_params: str,
+    evaluate_params: str,
+    cluster_params: str,
+    model: Output[Model],
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    curve: Output[Dataset],
+):
+    """Train BodyMap on the rendered people with CSE inputs; score it on the synthetic test split.
+
+    In this pod on `cluster.gpus_per_node` GPUs; with `cluster.nodes` > 1 as a multi-node training job instead.
+    """
+    import json
+
+    inputs = {"--template": template, "--render": render, "--cse": cse}
+    outputs = {"--model-dir": model, "--out": evaluation, "--metrics": metrics, "--plots": curve}
+    sections = {"pretrain": pretrain_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    cluster = json.loads(cluster_params)
+    if cluster["nodes"] > 1:
+        run_training_job("pretrain", inputs, outputs, sections, cluster_params, metrics)
+    else:
+        paths = {flag: artifact.path for flag, artifact in {**inputs, **outputs}.items()}
+        run_stage("pretrain", paths, sections, metrics, procs=max(cluster["gpus_per_node"], 1))
+
+
+@component()
+def finetune(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse: Input[Dataset],
+    pseudo_gt: Input[Dataset],
+    pretrained: Input[Model],
+    finetune_params: str,
+    pseudo_gt_params: str,
+    evaluate_params: str,
+    model: Output[Model],
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    curve: Output[Dataset],
+    gpus: int = 0,
+):
+    """Fine-tune the pretrained BodyMap on DensePose-COCO (mode none / sparse / dense); score it on the held-out set."""
+    from bodymap.train.checkpoint import LAST
+
+    inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--pseudo-gt": pseudo_gt.path}
+    outputs = {"--model-dir": model.path, "--out": evaluation.path, "--metrics": metrics.path, "--plots": curve.path}
+    sections = {"finetune": finetune_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    options = {**inputs, "--pretrained": f"{pretrained.path}/{LAST}", **outputs}
+    run_stage("finetune", options, sections, metrics, procs=max(gpus, 1))
+
+
+@component()
+def evaluate(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse: Input[Dataset],
+    model: Input[Model],
+    evaluate_params: str,
+    pseudo_gt_params: str,
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+):
+    """BodyMap and the CSE baseline side by side on the synthetic test, held-out COCO and video sets."""
+    import shutil
+
+    from bodymap.train.checkpoint import LAST
+
+    checkpoint = f"{model.path}/{LAST}"
+    inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--model": checkpoint}
+    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params}
+    run_stage("evaluate", {**inputs, "--out": evaluation.path, "--metrics": metrics.path}, sections, metrics)
+    shutil.copyfile(f"{evaluation.path}/report/report.md", report.path)
+
+
+@component()
+def register(
+    template: Input[Dataset],
+    cse_model: Input[Model],
+    model: Input[Model],
+    metrics: Input[Metrics],
+    register_params: str,
+    decision: Output[Artifact],
+):
+    """Register the fine-tuned model in MLflow as `challenger`; promote it to `champion` only when it wins.
+
+    `decision` is the JSON record: version, promoted or not, why, and both models' numbers.
+    """
+    from bodymap.train.checkpoint import LAST
+
+    options = {"--model-dir": model.path, "--cse-model": f"{cse_model.path}/{LAST}", "--template": template.path}
+    run_stage("register", {**options, "--metrics": metrics.path, "--out": decision.path}, {"register": register_params})
