@@ -28,7 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("bodymap.train.pretrain", "train BodyMap on the rendered people with CSE inputs"),
     "finetune": ("bodymap.train.finetune", "fine-tune on DensePose-COCO: none / sparse / dense pseudo-GT"),
     "evaluate": ("bodymap.eval.stage", "score predictions: DensePose GPS/GPSm/IoU AP-AR, cm, px-window, temporal"),
+    "register": ("bodymap.registry.stage", "log the fine-tuned model to MLflow; promote to champion only if better"),
     "predict": ("bodymap.predict", "correspondences for photos: colour-code PNG, vertex ids, overlay"),
+    "tracking": ("bodymap.tracking_cli", "start or end the MLflow pipeline run that stage runs nest under"),
     "cluster": ("bodymap.cluster.cli", "print or submit a multi-node training job (TrainJob / PyTorchJob)"),
 }
 

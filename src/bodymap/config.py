@@ -268,7 +268,7 @@ class CseParams(Strict):
     embed_dim: PositiveInt = 16
     sigma_geodesic_m: PositiveFloat = 0.05
     sigma_embedding: PositiveFloat = 1.0
-    pixels_per_image: PositiveInt = 256
+    pixels_per_image: PositiveInt = 128
     embed_weight: NonNegFloat = 1.0
     foreground_weight: NonNegFloat = 1.0
     flip_probability: Probability = 0.5
@@ -385,11 +385,17 @@ class EvaluateParams(Strict):
 
 
 class RegisterParams(Strict):
+    """The registry gate. Metric keys are those of the evaluate stage's metrics.json (`<model>/<set>/<metric>`).
+
+    A new version becomes `champion` when `primary_metric` beats the champion's by more than `margin` and no
+    guard metric drops by more than its allowance (in the metric's units, points of percent or AP).
+    """
+
     model_name: str = "bodymap"
     experiment: str = "bodymap"
-    primary_metric: str = "coco.gpsm_ap"
+    primary_metric: str = "bodymap/coco/gpsm_ap"
     margin: NonNegFloat = 0.0
-    guard_metrics: dict[str, NonNegFloat] = {"coco.window_10px": 5.0}
+    guard_metrics: dict[str, NonNegFloat] = {"bodymap/coco/window_10px": 5.0, "bodymap/test/gpsm_ap": 5.0}
 
 
 # --------------------------------------------------------------------------------------------------------- cluster

@@ -17,9 +17,10 @@ import torch
 
 from bodymap.config import Params
 from bodymap.cse.decode import decode_image
-from bodymap.cse.infer import list_images, load_cse_model
+from bodymap.cse.infer import load_cse_model
 from bodymap.cse.infer import predict as cse_predict
 from bodymap.cse.model import CseNet
+from bodymap.data.images import ImageEntry
 from bodymap.errors import BodymapError
 from bodymap.eval.predictions import PredictionWriter
 from bodymap.io import atomic_dir, read_image, save_npz, write_image
@@ -53,40 +54,40 @@ def _load_cse_maps(cse_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def predict_split(
+def predict_images(
     model: BodyMapNet,
     template: BodyTemplate,
-    split_dir: Path,
+    images: list[ImageEntry],
     cse_dir: Path | None,
     out_dir: Path,
     device: torch.device,
     batch_size: int = 8,
 ) -> int:
-    """Predict every image of a split (ids from its annotations.json) into a dense prediction set, atomically.
+    """Predict every image of a set into a dense prediction set (`<key>.npz` + predictions.json), atomically.
 
     Args:
-        cse_dir: the CSE outputs for this split (required when the model takes the CSE input).
+        cse_dir: the CSE outputs for these images (required when the model takes the CSE input).
     Returns:
         number of images.
     """
     if model.uses_cse and cse_dir is None:
-        raise BodymapError(f"{split_dir}: this model needs CSE outputs for the split; none were given")
-    items = list_images(split_dir)
+        raise BodymapError(f"{out_dir}: this model needs CSE outputs for its images; none were given")
+    items = images
     colors = torch.as_tensor(template.colors.astype(np.int64), device=device)
     with atomic_dir(out_dir) as tmp:
         writer = PredictionWriter(tmp, template_name=template.name, kind="dense")
-        for start in progress(range(0, len(items), batch_size), f"predict {split_dir.name}", logger=log):
+        for start in progress(range(0, len(items), batch_size), f"predict {out_dir.name}", logger=log):
             batch = items[start : start + batch_size]
-            names = [str(path.relative_to(split_dir / "images").with_suffix("")) for _, path in batch]
-            images = np.stack([read_image(path) for _, path in batch])
-            image_t = torch.from_numpy(images.transpose(0, 3, 1, 2)).float().div(255.0).to(device)
+            names = [entry.key for entry in batch]
+            pixels = np.stack([read_image(entry.path) for entry in batch])
+            image_t = torch.from_numpy(pixels.transpose(0, 3, 1, 2)).float().div(255.0).to(device)
             cse_t = None
             if model.uses_cse:
                 maps = [_load_cse_maps(cse_dir, name) for name in names]
                 vertex = torch.from_numpy(np.stack([m[0] for m in maps])).to(device)
                 score = torch.from_numpy(np.stack([m[1] for m in maps])).to(device)
                 cse_t = cse_input(vertex, score, colors)
-            add_decoded(writer, [i for i, _ in batch], model(image_t, cse_t), template, names=names)
+            add_decoded(writer, [entry.image_id for entry in batch], model(image_t, cse_t), template, names=names)
         writer.close()
     return len(items)
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PIPELINE_RUN_ENV = "BODYMAP_PIPELINE_RUN_ID"
+# MLflow draws tqdm bars for artifact transfers; stage logs are plain lines.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def tracking_uri() -> str:
@@ -48,6 +50,25 @@ def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 10, **kwargs: A
             log.debug("MLflow store locked, retrying in %.2f s (%s)", delay, exc)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def dvc_hashes(paths: list[Path], lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """`dvc.<path>` → md5 of each path that is an output recorded in dvc.lock (the data version a stage read).
+
+    DVC writes dvc.lock as each stage finishes, so a stage sees the hashes of the outputs it depends on.
+    Read as plain YAML: the library does not import DVC.
+    """
+    import yaml
+
+    if not lock.exists():
+        return {}
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except yaml.YAMLError:
+        return {}
+    recorded = {o["path"]: o.get("md5") for st in stages.values() for o in st.get("outs", []) if isinstance(o, dict)}
+    wanted = {str(Path(p)).rstrip("/") for p in paths}
+    return {f"dvc.{p}": str(recorded[p]) for p in sorted(wanted) if recorded.get(p)}
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -85,10 +106,20 @@ class Tracker:
             self._mlflow = mlflow
         return self._mlflow
 
-    def start(self, name: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None) -> None:
-        """Start the run (nested under the pipeline run when one is active) and log flattened params."""
+    def start(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        inputs: list[Path] | None = None,
+    ) -> None:
+        """Start the run (nested under the pipeline run when one is active), log flattened params, the resolved
+        config as an artifact, and tag it with the git commit and the DVC hashes of `inputs`."""
         if not self.enabled:
             return
+        from bodymap.io import git_commit
+
+        tags = {"stage": name, "git_commit": git_commit(), **dvc_hashes(inputs or []), **dict(tags or {})}
         mlflow = self.mlflow
         experiment = with_retry(mlflow.set_experiment, self.experiment)
         parent = os.environ.get(PIPELINE_RUN_ENV)
@@ -105,6 +136,7 @@ class Tracker:
             items = list(flat.items())
             for i in range(0, len(items), 100):  # MLflow's batch limit
                 with_retry(mlflow.log_params, dict(items[i : i + 100]))
+            with_retry(mlflow.log_dict, dict(params), f"config/{name}.yaml")
         log.info("MLflow run %s (%s) in %s", self.run_id, name, tracking_uri())
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -140,13 +172,39 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(
-        self, name: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        inputs: list[Path] | None = None,
     ) -> Iterator[Tracker]:
-        """`with tracker.run("pretrain", params): ...` — ends FAILED when the block raises."""
-        self.start(name, params, tags)
+        """`with tracker.run("pretrain", params, inputs=[...]): ...` — ends FAILED when the block raises."""
+        self.start(name, params, tags, inputs)
         try:
             yield self
         except BaseException:
             self.end("FAILED")
             raise
         self.end("FINISHED")
+
+
+def start_pipeline_run(experiment: str = "bodymap", name: str = "pipeline") -> str:
+    """Create the parent run stage runs nest under (`make run` exports its id as BODYMAP_PIPELINE_RUN_ID)."""
+    import mlflow
+
+    from bodymap.io import git_commit
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment_id = with_retry(mlflow.set_experiment, experiment).experiment_id
+    client = mlflow.MlflowClient()
+    run = with_retry(
+        client.create_run, experiment_id, run_name=name, tags={"git_commit": git_commit(), "kind": "pipeline"}
+    )
+    return run.info.run_id
+
+
+def end_pipeline_run(run_id: str, status: str = "FINISHED") -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    with_retry(mlflow.MlflowClient().set_terminated, run_id, status)

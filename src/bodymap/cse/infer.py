@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 
 from bodymap.cse.decode import decode_image
 from bodymap.cse.model import CseNet
+from bodymap.data.images import ImageEntry
 from bodymap.errors import BodymapError
 from bodymap.io import atomic_dir, read_image, save_npz, write_json
 from bodymap.log import progress
@@ -34,19 +34,6 @@ def load_cse_model(checkpoint: str | Path, device: torch.device | str = "cpu") -
     return model.to(device).eval()
 
 
-def list_images(split_dir: Path) -> list[tuple[int, Path]]:
-    """(image_id, image path) of a split: from annotations.json when present, else every image under images/."""
-    ann = split_dir / "annotations.json"
-    if ann.exists():
-        try:
-            images = json.loads(ann.read_text())["images"]
-            return [(int(im["id"]), split_dir / im["file_name"]) for im in images]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BodymapError(f"{ann}: field 'images': expected a list of {{id, file_name}} ({exc})") from None
-    files = sorted(p for p in (split_dir / "images").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    return list(enumerate(files))
-
-
 @torch.no_grad()
 def predict(model: CseNet, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """images [B,3,H,W] in [0,1] → embedding [B,D,H,W], score [B,H,W] (foreground probability)."""
@@ -57,25 +44,25 @@ def predict(model: CseNet, images: torch.Tensor) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def infer_split(
     model: CseNet,
-    split_dir: Path,
+    images: list[ImageEntry],
     out_dir: Path,
     template_name: str,
     device: torch.device,
     vertex_chunk: int = 4096,
     batch_size: int = 8,
 ) -> int:
-    """Run CSE on every image of a split; write `<relative name>.npz` + `predictions.json` into out_dir atomically.
+    """Run CSE on every image of a set; write `<key>.npz` + `predictions.json` into out_dir atomically.
 
     Each npz: vertex [H,W] int32 (-1 background), score [H,W] float16, embedding [D,H/4,W/4] float16, stride.
     Returns the number of images.
     """
-    items = list_images(split_dir)
+    items = images
     vertex_embedding = model.vertex_embedding().to(device)
     index = []
     with atomic_dir(out_dir) as tmp:
-        for start in progress(range(0, len(items), batch_size), f"cse {split_dir.name}", logger=log):
+        for start in progress(range(0, len(items), batch_size), f"cse {out_dir.name}", logger=log):
             batch = items[start : start + batch_size]
-            arrays = [read_image(path) for _, path in batch]
+            arrays = [read_image(entry.path) for entry in batch]
             # Images of one split share a size; mixed sizes (real photos) go one at a time.
             groups = [arrays] if len({a.shape for a in arrays}) == 1 else [[a] for a in arrays]
             outputs = []
@@ -83,11 +70,10 @@ def infer_split(
                 tensor = torch.from_numpy(np.stack(group).transpose(0, 3, 1, 2)).float().div(255.0).to(device)
                 pred = predict(model, tensor)
                 outputs += [(pred["embedding"][i], pred["score"][i]) for i in range(len(group))]
-            for (image_id, path), (embedding, score) in zip(batch, outputs, strict=True):
+            for entry, (embedding, score) in zip(batch, outputs, strict=True):
                 vertex = decode_image(embedding, score, vertex_embedding, vertex_chunk)
                 small = F.avg_pool2d(embedding[None], EMBEDDING_STRIDE, ceil_mode=True)[0]
-                rel = path.relative_to(split_dir / "images") if (split_dir / "images") in path.parents else path.name
-                name = str(Path(rel).with_suffix(".npz"))
+                name = f"{entry.key}.npz"
                 save_npz(
                     tmp / name,
                     vertex=vertex.cpu().numpy().astype(np.int32),
@@ -95,6 +81,6 @@ def infer_split(
                     embedding=small.cpu().numpy().astype(np.float16),
                     stride=np.array(EMBEDDING_STRIDE),
                 )
-                index.append({"image_id": image_id, "file": name})
+                index.append({"image_id": entry.image_id, "file": name})
         write_json(tmp / "predictions.json", {"template": template_name, "kind": "dense", "images": index})
     return len(items)

@@ -4,10 +4,12 @@ the baseline row every BodyMap result is compared with."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bodymap.config import CseParams, Params
@@ -16,7 +18,8 @@ from bodymap.cse.loss import foreground_loss, soft_embedding_loss
 from bodymap.cse.model import CseNet
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
-from bodymap.io import write_json, write_run_info
+from bodymap.data.sets import pipeline_sets
+from bodymap.io import atomic_dir, write_json, write_run_info
 from bodymap.losses.geodesic import sample_pixels
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
@@ -24,15 +27,6 @@ from bodymap.train import TrainConfig, train
 from bodymap.train.distributed import select_device, setup, teardown
 
 log = logging.getLogger(__name__)
-
-# Rendered sets CSE runs on, as (output name, path under the render directory).
-INFER_SETS = (
-    ("train", "train"),
-    ("test", "test"),
-    ("video", "video"),
-    ("coco_like_train", "coco_like/train"),
-    ("coco_like_val", "coco_like/val"),
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +70,47 @@ def make_loss(template: BodyTemplate, p: CseParams):
     return loss_fn
 
 
-def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir: Path, p: CseParams) -> dict:
-    """Train, then infer on every rendered set; returns the figures for the metrics file."""
+def trivial_predictions(cse_dir: Path, out_dir: Path, vertex: int, template_name: str) -> None:
+    """The trivial baseline: every pixel CSE calls foreground predicts one fixed vertex (the torso centre's)."""
+    from bodymap.eval.predictions import PredictionWriter
+
+    index = json.loads((cse_dir / "predictions.json").read_text())["images"]
+    with atomic_dir(out_dir) as tmp:
+        writer = PredictionWriter(tmp, template_name=template_name, kind="dense")
+        for entry in index:
+            with np.load(cse_dir / entry["file"]) as data:
+                fixed = np.where(data["vertex"] >= 0, vertex, -1).astype(np.int32)
+                writer.add_dense(entry["image_id"], fixed, score=data["score"], name=entry["file"][: -len(".npz")])
+        writer.close()
+
+
+def torso_centre_vertex(template: BodyTemplate) -> int:
+    """The torso vertex nearest the torso's centroid."""
+    torso = np.flatnonzero(np.isin(template.chart, (1, 2)))
+    centre = template.vertices[torso].mean(axis=0)
+    return int(torso[np.argmin(np.linalg.norm(template.vertices[torso] - centre, axis=1))])
+
+
+def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params: Params) -> dict[str, Any]:
+    """Score CSE (the baseline row) and the trivial predictor on the synthetic test and held-out COCO sets."""
+    from bodymap.eval.pipeline import specs_for
+    from bodymap.eval.stage import run_evaluation
+
+    trivial = out_dir / "trivial_test"
+    trivial_predictions(out_dir / "test", trivial, torso_centre_vertex(template), template.name)
+    specs = specs_for("cse", sets["test"], out_dir / "test", "test") + specs_for(
+        "trivial", sets["test"], trivial, "test"
+    )
+    if sets["coco_val"].exists():
+        specs += specs_for("cse", sets["coco_val"], out_dir / "coco_val", "coco")
+    return run_evaluation(template, specs, params.evaluate, out_dir / "evaluation")
+
+
+def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir: Path, params: Params) -> dict:
+    """Train, infer on every image set, score the baseline; returns the figures for the metrics file."""
+    p = params.cse_init
     template = BodyTemplate.load(template_dir)
+    sets = pipeline_sets(render_dir, params.pseudo_gt)
     model, model_args = build_cse(template, p)
     dataset = DenseDataset(
         [Source.rendered(render_dir / "train")],
@@ -101,29 +133,30 @@ def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir:
             params=p.model_dump(mode="json"),
             tracker=tracker,
         )
-        info = setup(p.train.device)
-        if info.is_main:
+        if setup(p.train.device).is_main:
             device = select_device(p.train.device)
             trained = load_cse_model(result.checkpoint, device)
-            for name, rel in INFER_SETS:
-                if (render_dir / rel).exists():
+            for name, image_set in sets.items():
+                if image_set.exists():
                     count = infer_split(
-                        trained, render_dir / rel, out_dir / name, template.name, device, p.vertex_chunk
+                        trained, image_set.images(), out_dir / name, template.name, device, p.vertex_chunk
                     )
                     figures[f"images_{name}"] = count
+            figures.update(evaluate_baseline(template, sets, out_dir, params))
             figures.update(
                 train_seconds=round(result.seconds, 1),
                 final_loss=result.history[-1]["loss"] if result.history else None,
             )
             tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
+            tracker.log_artifact(out_dir / "evaluation")
         write_run_info(model_dir, "cse_init", p.model_dump(mode="json"))
     teardown()
     return figures
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params.cse_init)
+    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params)
     if args.metrics is not None:
         write_json(args.metrics, figures)
-    log.info("cse_init: %s", figures)
+    log.info("cse_init: %s", {k: v for k, v in figures.items() if "/" not in k or k.endswith(("gpsm_ap", "cm_10"))})
     return 0

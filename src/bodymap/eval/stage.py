@@ -24,7 +24,7 @@ from bodymap.errors import BodymapError
 from bodymap.eval.evaluate import build_settings, evaluate_set, window_balls, write_report
 from bodymap.eval.groundtruth import GT_KINDS, GroundTruth, load_ground_truth
 from bodymap.eval.predictions import PredictionSet
-from bodymap.io import atomic_dir, write_json, write_run_info
+from bodymap.io import atomic_dir, atomic_path, write_json, write_run_info
 from bodymap.template import BodyTemplate
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="eval_sets",
         action="append",
         nargs="+",
-        required=True,
+        default=[],
         metavar="ITEM",
         help="an evaluation set: NAME KIND GT PREDICTIONS [IMAGES], KIND one of coco, dense, video (repeatable)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory (metrics.json, PR curves, pictures)")
     parser.add_argument("--metrics", type=Path, default=None, help="also write the flat metrics here (DVC metrics)")
+    pipeline = parser.add_argument_group(
+        "pipeline mode",
+        "instead of --eval: predict the test, held-out COCO and video sets with --model and score "
+        "it next to the CSE baseline (what the `evaluate` stage runs)",
+    )
+    pipeline.add_argument("--model", type=Path, default=None, help="fine-tuned BodyMap checkpoint")
+    pipeline.add_argument("--render", type=Path, default=None, help="render stage output")
+    pipeline.add_argument("--cse", type=Path, default=None, help="cse_init outputs")
+    pipeline.add_argument("--plots", type=Path, default=None, help="window-accuracy curves (CSV, DVC plots)")
 
 
 def _headline(metrics: dict[str, float | None]) -> str:
@@ -124,9 +133,21 @@ def run_evaluation(
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    specs = [parse_spec(items) for items in args.eval_sets]
-    template = BodyTemplate.load(args.template)
-    flat = run_evaluation(template, specs, params.evaluate, args.out)
+    if args.model is not None:
+        if args.render is None or args.cse is None or args.eval_sets:
+            raise BodymapError("pipeline mode (--model) needs --render and --cse, and takes no --eval")
+        from bodymap.eval.pipeline import evaluate_pipeline
+
+        flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+        if args.plots is not None:
+            with atomic_path(args.plots) as tmp:
+                tmp.write_text((args.out / "report" / "window_accuracy.csv").read_text())
+    else:
+        if not args.eval_sets:
+            raise BodymapError("give at least one --eval NAME KIND GT PREDICTIONS, or --model for pipeline mode")
+        specs = [parse_spec(items) for items in args.eval_sets]
+        template = BodyTemplate.load(args.template)
+        flat = run_evaluation(template, specs, params.evaluate, args.out)
     if args.metrics is not None:
         write_json(args.metrics, flat)
     return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from pycocotools import mask as mask_utils
 from scipy.spatial import cKDTree
 
 from bodymap.config import Params, PseudoGtParams
+from bodymap.data.images import image_key
+from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.errors import BodymapError
 from bodymap.eval.accuracy import PointAccumulator
 from bodymap.eval.groundtruth import CocoGroundTruth, read_coco
@@ -36,42 +37,12 @@ from bodymap.tracking import Tracker
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CocoSet:
-    """A DensePose-COCO training set: annotations, images, the CSE outputs for them, and dense truth if any."""
-
-    annotations: Path
-    images: Path
-    cse: Path
-    truth: Path | None = None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
     parser.add_argument("--render", type=Path, required=True, help="render stage output (coco-like split, video)")
     parser.add_argument("--cse", type=Path, required=True, help="cse_init outputs")
     parser.add_argument("--out", type=Path, required=True, help="pseudo-GT output directory")
     parser.add_argument("--metrics", type=Path, default=None, help="quality and propagation figures (JSON)")
-
-
-def coco_train_set(p: PseudoGtParams, render: Path, cse: Path) -> CocoSet:
-    """The real DensePose-COCO set from params, else the rendered coco-like train split (with its dense truth)."""
-    if p.coco_annotations is not None:
-        if p.coco_images is None:
-            raise BodymapError("pseudo_gt.coco_images must be set together with pseudo_gt.coco_annotations")
-        return CocoSet(Path(p.coco_annotations), Path(p.coco_images), cse / "coco_train")
-    split = render / "coco_like" / "train"
-    return CocoSet(
-        split / "annotations.json",
-        split / "images",
-        cse / "coco_like_train",
-        render / "coco_like_dense" / "train" / "gt",
-    )
-
-
-def _stem(file_name: str) -> str:
-    path = Path(file_name)
-    return str(path.relative_to("images").with_suffix("")) if path.parts[:1] == ("images",) else path.stem
 
 
 def _cse_maps(cse_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,13 +63,14 @@ def _person_points(coco: CocoGroundTruth, g: int) -> tuple[np.ndarray, np.ndarra
 
 
 def build_coco_pseudo_gt(
-    coco_set: CocoSet, template: BodyTemplate, p: PseudoGtParams, out: Path
+    coco_set: ImageSet, cse_dir: Path, template: BodyTemplate, p: PseudoGtParams, out: Path
 ) -> dict[str, float | None]:
     """Write dense/ and sparse/ GT for every annotated image; score against dense truth when it exists."""
     coco = read_coco(coco_set.annotations, template)
     tree = cKDTree(template.vertices)
     quality = None
-    if coco_set.truth is not None:
+    truth_dir = coco_set.dense_truth / "gt" if coco_set.dense_truth is not None else None
+    if truth_dir is not None:
         quality = {
             name: PointAccumulator(
                 template.geodesics, epsilon_m=template.mean_edge_length, windows_px=(5, 10, 20), cm=(5.0, 10.0, 20.0)
@@ -108,11 +80,11 @@ def build_coco_pseudo_gt(
     people = 0
     for i in progress(range(coco.num_images), "pseudo-GT", logger=log):
         h, w = int(coco.heights[i]), int(coco.widths[i])
-        name = _stem(coco.file_names[i])
-        cse_vertex, cse_score = _cse_maps(coco_set.cse, name)
+        name = image_key(coco.file_names[i])
+        cse_vertex, cse_score = _cse_maps(cse_dir, name)
         if cse_vertex.shape != (h, w):
             raise BodymapError(
-                f"{coco_set.cse / name}.npz: field 'vertex': expected shape ({h}, {w}), got {cse_vertex.shape}"
+                f"{cse_dir / name}.npz: field 'vertex': expected shape ({h}, {w}), got {cse_vertex.shape}"
             )
         dense = np.full((h, w), -1, np.int32)
         weight = np.zeros((h, w), np.float32)
@@ -158,7 +130,7 @@ def build_coco_pseudo_gt(
             mask=mask.astype(np.uint8),
         )
         if quality is not None:
-            truth_path = coco_set.truth / f"{name}.npz"
+            truth_path = truth_dir / f"{name}.npz"
             with np.load(truth_path) as data:
                 truth = data["vertex"].astype(np.int32)
             ys, xs = np.nonzero(mask & (truth >= 0))
@@ -207,8 +179,8 @@ def propagate_video(
             target = read_image(video / coco.file_names[j])
             forward = estimate_flow(source, target, p.flow.method)
             backward = estimate_flow(target, source, p.flow.method)
-            _, target_score = _cse_maps(cse_video, _stem(coco.file_names[j]))
-            truth_path = video / "gt" / f"{_stem(coco.file_names[j])}.npz"
+            _, target_score = _cse_maps(cse_video, image_key(coco.file_names[j]))
+            truth_path = video / "gt" / f"{image_key(coco.file_names[j])}.npz"
             truth = np.load(truth_path)["vertex"] if truth_path.exists() else None
             for xy, vertex in people:
                 moved, keep = propagate_points(xy, forward, backward, p.flow.max_fb_error_px, target_score > 0.5)
@@ -224,7 +196,7 @@ def propagate_video(
                     err[ok] = template.geodesics.pair(at[ok], vertex[keep][ok])
                     errors.append(err)
     for j, groups in labels.items():
-        name = _stem(coco.file_names[j])
+        name = image_key(coco.file_names[j])
         _, score = _cse_maps(cse_video, name)
         vertex_map = np.full(score.shape, -1, np.int32)
         for xy, vertex in groups:
@@ -252,16 +224,15 @@ def propagate_video(
 def run_pseudo_gt(args: argparse.Namespace, params: Params) -> dict[str, float | None]:
     p = params.pseudo_gt
     template = BodyTemplate.load(args.template)
-    coco_set = coco_train_set(p, args.render, args.cse)
+    sets = pipeline_sets(args.render, p)
     tracker = Tracker()
     with (
         tracker.run("pseudo_gt", params=p.model_dump(mode="json"), tags={"stage": "pseudo_gt"}),
         atomic_dir(args.out) as tmp,
     ):
-        figures = build_coco_pseudo_gt(coco_set, template, p, tmp)
-        video = args.render / "video"
-        if p.flow.enabled and (video / "annotations.json").exists():
-            figures.update(propagate_video(video, args.cse / "video", template, p, tmp))
+        figures = build_coco_pseudo_gt(sets["coco_train"], args.cse / "coco_train", template, p, tmp)
+        if p.flow.enabled and sets["video"].exists():
+            figures.update(propagate_video(sets["video"].root, args.cse / "video", template, p, tmp))
         write_run_info(tmp, "pseudo_gt", p.model_dump(mode="json"))
         tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
     return figures

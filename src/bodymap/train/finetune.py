@@ -19,7 +19,7 @@ import torch
 from bodymap.config import FinetuneParams, Params
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
-from bodymap.errors import BodymapError
+from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.equivariance import equivariance_loss, random_affine_flow
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
@@ -29,7 +29,7 @@ from bodymap.tracking import Tracker
 from bodymap.train.checkpoint import LAST, load_checkpoint
 from bodymap.train.distributed import select_device, setup, teardown
 from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train
-from bodymap.train.pretrain import write_history
+from bodymap.train.pretrain import evaluate_model, write_history
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV)")
 
 
-def finetune_sources(p: FinetuneParams, params: Params, render: Path, cse: Path, pseudo_gt: Path) -> list[Source]:
+def finetune_sources(p: FinetuneParams, sets: dict[str, ImageSet], cse: Path, pseudo_gt: Path) -> list[Source]:
     """The training examples of a mode: coco images with sparse or dense labels, plus flow-labelled video frames."""
-    if params.pseudo_gt.coco_images is not None:
-        images, cse_dir = Path(params.pseudo_gt.coco_images), cse / "coco_train"
-    else:
-        images, cse_dir = render / "coco_like" / "train" / "images", cse / "coco_like_train"
-    sources = [Source(images, pseudo_gt / p.mode, cse_dir)]
+    sources = [Source(sets["coco_train"].image_dir, pseudo_gt / p.mode, cse / "coco_train")]
     if p.use_flow_labels and (pseudo_gt / "flow").is_dir():
-        sources.append(Source(render / "video" / "images", pseudo_gt / "flow", cse / "video"))
+        sources.append(Source(sets["video"].image_dir, pseudo_gt / "flow", cse / "video"))
     return sources
 
 
@@ -85,41 +81,11 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
     return loss_fn
 
 
-def held_out_sets(params: Params, render: Path, cse: Path) -> list[tuple[str, str, Path, Path, Path | None]]:
-    """(name, GT kind, GT path, split directory to predict, CSE outputs) of the held-out DensePose-COCO set."""
-    if params.pseudo_gt.coco_val_annotations is not None:
-        raise BodymapError("held-out evaluation on a real DensePose-COCO set is not wired yet; use the coco-like split")
-    split = render / "coco_like" / "val"
-    sets = [("coco", "coco", split / "annotations.json", split, cse / "coco_like_val")]
-    dense_truth = render / "coco_like_dense" / "val"
-    if dense_truth.is_dir():
-        sets.append(("coco_dense", "dense", dense_truth, split, cse / "coco_like_val"))
-    return sets
-
-
-def evaluate_held_out(
-    template_dir: Path, checkpoint: Path, params: Params, render: Path, cse: Path, out: Path
-) -> dict[str, Any]:
-    """Predict the held-out images with a checkpoint and score them (sparse COCO metrics, and dense if available)."""
-    from bodymap.eval.stage import EvalSpec, run_evaluation
-    from bodymap.predict import load_bodymap, predict_split
-
-    template = BodyTemplate.load(template_dir)
-    device = select_device(params.finetune.train.device)
-    model = load_bodymap(checkpoint, device)
-    specs, predicted = [], {}
-    for name, kind, gt, split, cse_dir in held_out_sets(params, render, cse):
-        if split not in predicted:
-            predicted[split] = out / "predictions" / split.name
-            predict_split(model, template, split, cse_dir, predicted[split], device)
-        specs.append(EvalSpec(name=name, kind=kind, gt=gt, predictions=predicted[split], images=split))
-    return run_evaluation(template, specs, params.evaluate, out / "evaluation")
-
-
 def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     p = params.finetune
     template = BodyTemplate.load(args.template)
     pretrained = load_checkpoint(args.pretrained)
+    sets = pipeline_sets(args.render, params.pseudo_gt)
     tracker = Tracker()
     metrics: dict[str, Any] = {}
     with tracker.run("finetune", params=p.model_dump(mode="json"), tags={"stage": "finetune", "mode": p.mode}):
@@ -131,7 +97,7 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
                 write_history(args.plots, TrainResult(step=0, checkpoint=checkpoint))  # no curve: header only
         else:
             dataset = DenseDataset(
-                finetune_sources(p, params, args.render, args.cse, args.pseudo_gt),
+                finetune_sources(p, sets, args.cse, args.pseudo_gt),
                 template.symmetry,
                 template.colors,
                 template.chart,
@@ -155,7 +121,10 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
             if args.plots is not None and setup(p.train.device).is_main:
                 write_history(args.plots, result)
         if setup(p.train.device).is_main:
-            metrics = evaluate_held_out(args.template, checkpoint, params, args.render, args.cse, args.out)
+            held_out = sets["coco_val"]
+            metrics = evaluate_model(
+                args.template, checkpoint, held_out, args.cse / "coco_val", args.out, params, "coco"
+            )
             metrics["train_seconds"] = round(seconds, 1)
             metrics["examples"] = 0 if p.mode == "none" else len(dataset)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

@@ -13,10 +13,11 @@ import torch
 from bodymap.config import AugmentParams, Params, PretrainParams
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
+from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
 from bodymap.models.registry import build_model, model_args, params_overrides
-from bodymap.predict import load_bodymap, predict_split
+from bodymap.predict import load_bodymap, predict_images
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train.distributed import select_device, setup, teardown
@@ -90,18 +91,19 @@ def write_history(path: Path, result: TrainResult) -> None:
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def evaluate_split(
-    template_dir: Path, checkpoint: Path, split: Path, cse_dir: Path, out: Path, params: Params, name: str
+def evaluate_model(
+    template_dir: Path, checkpoint: Path, image_set: ImageSet, cse_dir: Path, out: Path, params: Params, name: str
 ) -> dict[str, Any]:
-    """Predict a rendered split with a checkpoint and score it against its dense GT; returns flat metrics."""
-    from bodymap.eval.stage import EvalSpec, run_evaluation
+    """Predict a pipeline set with a checkpoint and score it (`bodymap.eval.pipeline.specs_for`); flat metrics."""
+    from bodymap.eval.pipeline import specs_for
+    from bodymap.eval.stage import run_evaluation
 
     template = BodyTemplate.load(template_dir)
     device = select_device(params.pretrain.train.device)
-    predictions = out / "predictions" / name
-    predict_split(load_bodymap(checkpoint, device), template, split, cse_dir, predictions, device)
-    spec = EvalSpec(name=name, kind="dense", gt=split, predictions=predictions)
-    return run_evaluation(template, [spec], params.evaluate, out / "evaluation")
+    predictions = out / "predictions" / image_set.name
+    predict_images(load_bodymap(checkpoint, device), template, image_set.images(), cse_dir, predictions, device)
+    specs = specs_for("bodymap", image_set, predictions, name)
+    return run_evaluation(template, specs, params.evaluate, out / "evaluation")
 
 
 def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
@@ -119,8 +121,9 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         result = train_bodymap(template, dataset, p, args.model_dir, tracker)
         metrics: dict[str, Any] = {}
         if setup(p.train.device).is_main:
-            metrics = evaluate_split(
-                args.template, result.checkpoint, args.render / "test", args.cse / "test", args.out, params, "test"
+            test = pipeline_sets(args.render, params.pseudo_gt)["test"]
+            metrics = evaluate_model(
+                args.template, result.checkpoint, test, args.cse / "test", args.out, params, "test"
             )
             metrics["train_seconds"] = round(result.seconds, 1)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

@@ -1,0 +1,70 @@
+"""The named image sets the pipeline passes between stages, in one place.
+
+| name | what | images and labels | dense truth |
+|---|---|---|---|
+| train | rendered train split | render/train | render/train/gt |
+| test | rendered test split (held-out identities) | render/test | render/test/gt |
+| video | rendered sequences (PoseTrack-style JSON) | render/video | render/video/gt |
+| coco_train | DensePose-COCO train: real if configured, else coco-like | JSON + image folder | coco-like only |
+| coco_val | DensePose-COCO held-out images, likewise | JSON + image folder | coco-like only |
+
+Every stage that writes per-image outputs for a set files them as `<out>/<set name>/<image key>.npz`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bodymap.config import PseudoGtParams
+from bodymap.data.images import ImageEntry, list_images
+from bodymap.errors import BodymapError
+
+SET_NAMES = ("train", "test", "video", "coco_train", "coco_val")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One named set. `gt_kind` is how the evaluator reads it: dense (gt/ + JSON), coco (JSON only) or video."""
+
+    name: str
+    root: Path
+    annotations: Path | None
+    dense_truth: Path | None
+    gt_kind: str
+
+    @property
+    def image_dir(self) -> Path:
+        """Where `<key>.<suffix>` images are: `root/images` for rendered sets, the root for a COCO image folder."""
+        return self.root / "images" if (self.root / "images").is_dir() else self.root
+
+    def exists(self) -> bool:
+        return self.root.is_dir() and (self.annotations is None or self.annotations.is_file())
+
+    def images(self) -> list[ImageEntry]:
+        return list_images(self.root, self.annotations)
+
+
+def _rendered(name: str, split: Path, gt_kind: str = "dense") -> ImageSet:
+    return ImageSet(name, split, split / "annotations.json", split, gt_kind)
+
+
+def pipeline_sets(render: Path, coco: PseudoGtParams) -> dict[str, ImageSet]:
+    """The sets of a pipeline run: rendered ones under `render`, DensePose-COCO ones real or coco-like."""
+    sets = {
+        "train": _rendered("train", render / "train"),
+        "test": _rendered("test", render / "test"),
+        "video": _rendered("video", render / "video", "video"),
+    }
+    for name, ann, images, split in (
+        ("coco_train", coco.coco_annotations, coco.coco_images, "train"),
+        ("coco_val", coco.coco_val_annotations, coco.coco_val_images, "val"),
+    ):
+        if ann is not None:
+            if images is None:
+                raise BodymapError(f"pseudo_gt: the image folder for {ann} is not set (coco_*images)")
+            sets[name] = ImageSet(name, Path(images), Path(ann), None, "coco")
+        else:
+            root = render / "coco_like" / split
+            sets[name] = ImageSet(name, root, root / "annotations.json", render / "coco_like_dense" / split, "coco")
+    return sets

@@ -1,0 +1,1 @@
+"""Model registration in MLflow and the promotion gate (challenger → champion only when it wins)."""
