@@ -18,10 +18,16 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(BIN)/python -m pip check
 	@touch $(STAMP)
 
-# DVC stage commands call `bodymap`, so the venv's bin goes first on PATH.
+# DVC stage commands call `bodymap`, so the venv's bin goes first on PATH. When something is out of date, the
+# stages' MLflow runs nest under one pipeline run (BODYMAP_PIPELINE_RUN_ID); an up-to-date repro starts no run.
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+	@export PATH="$(CURDIR)/$(BIN):$$PATH"; \
+	if dvc status --quiet; then dvc repro; else \
+		run_id=$$(bodymap tracking start) || exit 1; \
+		if BODYMAP_PIPELINE_RUN_ID=$$run_id dvc repro; then bodymap tracking end $$run_id; \
+		else bodymap tracking end $$run_id --status FAILED; exit 1; fi; \
+	fi
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 
 test: $(STAMP)
 	$(BIN)/ruff check .

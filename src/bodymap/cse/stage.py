@@ -121,7 +121,7 @@ def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir:
     )
     tracker = Tracker()
     figures: dict[str, Any] = {}
-    with tracker.run("cse_init", params=p.model_dump(mode="json"), tags={"stage": "cse_init"}):
+    with tracker.run("cse_init", params=p.model_dump(mode="json"), inputs=[template_dir, render_dir]):
         result = train(
             model,
             dataset,

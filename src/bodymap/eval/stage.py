@@ -137,8 +137,14 @@ def main(args: argparse.Namespace, params: Params) -> int:
         if args.render is None or args.cse is None or args.eval_sets:
             raise BodymapError("pipeline mode (--model) needs --render and --cse, and takes no --eval")
         from bodymap.eval.pipeline import evaluate_pipeline
+        from bodymap.tracking import Tracker
 
-        flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+        tracker = Tracker()
+        inputs = [args.template, args.render, args.cse, args.model.parent]
+        with tracker.run("evaluate", params=params.evaluate.model_dump(mode="json"), inputs=inputs):
+            flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+            tracker.log_metrics({k: v for k, v in flat.items() if v is not None})
+            tracker.log_artifact(args.out / "report")
         if args.plots is not None:
             with atomic_path(args.plots) as tmp:
                 tmp.write_text((args.out / "report" / "window_accuracy.csv").read_text())

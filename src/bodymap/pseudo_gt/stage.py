@@ -227,7 +227,7 @@ def run_pseudo_gt(args: argparse.Namespace, params: Params) -> dict[str, float |
     sets = pipeline_sets(args.render, p)
     tracker = Tracker()
     with (
-        tracker.run("pseudo_gt", params=p.model_dump(mode="json"), tags={"stage": "pseudo_gt"}),
+        tracker.run("pseudo_gt", params=p.model_dump(mode="json"), inputs=[args.template, args.render, args.cse]),
         atomic_dir(args.out) as tmp,
     ):
         figures = build_coco_pseudo_gt(sets["coco_train"], args.cse / "coco_train", template, p, tmp)

@@ -93,7 +93,7 @@ def run_register(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     template = BodyTemplate.load(args.template)
     pipeline, example = build_pipeline(args.model_dir, args.cse_model, template)
     tracker = Tracker(experiment=p.experiment)
-    with tracker.run("register", params=p.model_dump(mode="json"), tags={"stage": "register"}):
+    with tracker.run("register", params=p.model_dump(mode="json"), inputs=[args.model_dir, args.template]):
         version, decision = register(pipeline, example, args.template, metrics, p, tracker)
         tracker.set_tags({"model_version": version, "decision": "promoted" if decision.promote else "rejected"})
     return {

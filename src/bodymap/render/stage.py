@@ -14,6 +14,7 @@ from pathlib import Path
 from bodymap.config import Params
 from bodymap.io import write_json
 from bodymap.render.settings import build_settings
+from bodymap.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,14 @@ def main(args: argparse.Namespace, params: Params) -> int:
     from bodymap.render.run import merge_shards, render_dataset  # torch, Warp and Anny load only when rendering
 
     settings = build_settings(params.render)
-    if args.merge:
-        figures = merge_shards(args.merge, args.out, args.template, settings.contact_sheet)
-    else:
-        figures = render_dataset(settings, args.template, args.out, args.shard, args.num_shards)
+    tracker = Tracker()
+    with tracker.run("render", params=params.render.model_dump(mode="json"), inputs=[args.template]):
+        if args.merge:
+            figures = merge_shards(args.merge, args.out, args.template, settings.contact_sheet)
+        else:
+            figures = render_dataset(settings, args.template, args.out, args.shard, args.num_shards)
+        tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
+        tracker.log_artifact(args.out / "contact_sheet.png")
     if args.metrics is not None:
         write_json(args.metrics, figures)
     log.info("render written to %s: %s", args.out, figures)

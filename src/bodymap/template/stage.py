@@ -16,6 +16,7 @@ from bodymap.template.build import build_from_anny, build_from_mesh
 from bodymap.template.geodesic import Geodesics, build_dense, build_landmarks
 from bodymap.template.mesh import BodyTemplate
 from bodymap.template.pictures import save_pictures
+from bodymap.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,11 @@ def build_template(p: TemplateParams, out: Path) -> dict[str, float]:
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    figures = build_template(params.template, args.out)
+    tracker = Tracker()
+    with tracker.run("template", params=params.template.model_dump(mode="json")):
+        figures = build_template(params.template, args.out)
+        tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
+        tracker.log_artifact(args.out / "pictures")
     if args.metrics is not None:
         write_json(args.metrics, figures)
     log.info("template written to %s: %s", args.out, figures)

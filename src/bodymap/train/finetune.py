@@ -88,7 +88,8 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     sets = pipeline_sets(args.render, params.pseudo_gt)
     tracker = Tracker()
     metrics: dict[str, Any] = {}
-    with tracker.run("finetune", params=p.model_dump(mode="json"), tags={"stage": "finetune", "mode": p.mode}):
+    inputs = [args.template, args.render, args.cse, args.pseudo_gt, args.pretrained.parent]
+    with tracker.run("finetune", params=p.model_dump(mode="json"), tags={"mode": p.mode}, inputs=inputs):
         if p.mode == "none":
             args.model_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.pretrained, args.model_dir / LAST)

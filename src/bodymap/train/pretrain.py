@@ -117,7 +117,7 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         augment_config=augment_config(p.augment),
     )
     tracker = Tracker()
-    with tracker.run("pretrain", params=p.model_dump(mode="json"), tags={"stage": "pretrain"}):
+    with tracker.run("pretrain", params=p.model_dump(mode="json"), inputs=[args.template, args.render, args.cse]):
         result = train_bodymap(template, dataset, p, args.model_dir, tracker)
         metrics: dict[str, Any] = {}
         if setup(p.train.device).is_main:
