@@ -17,6 +17,10 @@ Caching: every stage is a pure function of its inputs, its params sections and t
 cache key covers, so all are cached except `register`, which reads and moves the MLflow registry's aliases (the
 current `champion` is no input). A new image must get a new tag: the cache cannot see code inside an unchanged tag.
 `enable_caching=False` at submission re-runs everything.
+
+MLflow: each stage logs its own run to the server of the `mlflow` Secret. They are not nested under a pipeline run
+(`BODYMAP_PIPELINE_RUN_ID`): that id would have to reach every stage as an input, which changes every run and would
+make KFP's cache miss on every stage.
 """
 
 import json
