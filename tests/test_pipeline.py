@@ -25,17 +25,17 @@ from pipelines.pipeline import PREEMPTIBLE, UNCACHED
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
 CLUSTER = PARAMS.cluster
-# The DVC chain (DESIGN.md): stage -> the stages it reads from.
-UPSTREAM = {
-    "template": set(),
-    "render": {"template"},
-    "cse_init": {"template", "render"},
-    "pseudo_gt": {"template", "render", "cse_init"},
-    "pretrain": {"template", "render", "cse_init"},
-    "finetune": {"template", "render", "cse_init", "pseudo_gt", "pretrain"},
-    "evaluate": {"template", "render", "cse_init", "finetune"},
-    "register": {"template", "cse_init", "finetune", "evaluate"},
-}
+
+
+def dvc_upstream() -> dict[str, set[str]]:
+    """stage -> the stages whose outputs (outs, metrics or plots files) it lists as deps in dvc.yaml."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    produced = {}
+    for stage, spec in stages.items():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in spec.get(kind, []):
+                produced[entry if isinstance(entry, str) else next(iter(entry))] = stage
+    return {stage: {produced[d] for d in spec.get("deps", []) if d in produced} for stage, spec in stages.items()}
 
 
 def load_ir(path: Path) -> tuple[dict, dict]:
@@ -76,9 +76,11 @@ def test_dag_is_the_dvc_chain(ir):
     tasks = spec["root"]["dag"]["tasks"]
     stages = {task_stage(name): task for name, task in tasks.items() if task_stage(name) in STAGES}
     assert set(stages) == set(STAGES)
+    expected = dvc_upstream()
+    assert set(expected) == set(STAGES)
     for stage, task in stages.items():
         upstream = {task_stage(t) for t in task.get("dependentTasks", [])} - {"gpu_placement", "gpu_placement_2"}
-        assert upstream == UPSTREAM[stage], stage
+        assert upstream == expected[stage], stage
         assert task["taskInfo"]["name"].startswith(f"{stage}: "), "display name"
 
 
