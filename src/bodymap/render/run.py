@@ -67,9 +67,12 @@ def _setup(settings: RenderSettings, template_dir: Path) -> dict[str, Any]:
 
 
 def _init_worker(settings: RenderSettings, template_dir: Path) -> None:
+    import cv2
     import torch
 
+    # Parallelism comes from the worker processes: threads inside each would only compete for the same cores.
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     try:
         _WORKER.update(_setup(settings, template_dir))
     except Exception as exc:
