@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,12 +143,13 @@ def test_flow_files_warp_gt_onto_the_next_frame(rendered, template):
 
 
 @pytest.fixture
-def cli_in_process():
+def cli_in_process(monkeypatch):
     """`bodymap ...` run in this process (no interpreter start-up), root logging restored afterwards."""
     from bodymap.cli import main
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    monkeypatch.setenv("BODYMAP_TRACKING", "0")  # stage runs log to MLflow; not from tests
     yield lambda *args: main([str(a) for a in args])
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -171,9 +173,10 @@ def test_two_runs_give_the_same_bytes_with_workers_and_shards(rendered, template
 
 
 def _cli(tmp_path: Path, template_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [*CLI, "--template", str(template_dir), "--out", str(tmp_path / "out")]
+    args = [*CLI, "--template", str(template_dir), "--out", str(tmp_path / "out"), "-q"]
     args += [f"--set={o}" for o in overrides]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "BODYMAP_TRACKING": "0"}
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.mark.parametrize(
