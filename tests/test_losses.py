@@ -210,7 +210,9 @@ def test_total_loss_skips_disabled_terms_and_is_reproducible(template) -> None:
     tt = TemplateTensors.from_template(template)
     batch = _batch(template)
     g = torch.Generator().manual_seed(3)
-    outputs = BodyMapOutput(torch.randn(2, 3, 256, 12, 10, generator=g), torch.randn(2, 1, 12, 10, generator=g))
+    outputs = BodyMapOutput(
+        color_logits=torch.randn(2, 3, 256, 12, 10, generator=g), silhouette=torch.randn(2, 1, 12, 10, generator=g)
+    )
     weights = LossWeights(geodesic=0.0)
     _, logged = total_loss(outputs, batch, weights, tt, torch.Generator().manual_seed(1))
     assert "geodesic" not in logged and logged["consistency"] > 0
@@ -242,7 +244,9 @@ def test_total_loss_stays_float32_under_autocast(template) -> None:
     tt = TemplateTensors.from_template(template)
     batch = _batch(template)
     g = torch.Generator().manual_seed(4)
-    outputs = BodyMapOutput(torch.randn(2, 3, 256, 12, 10, generator=g), torch.randn(2, 1, 12, 10, generator=g))
+    outputs = BodyMapOutput(
+        color_logits=torch.randn(2, 3, 256, 12, 10, generator=g), silhouette=torch.randn(2, 1, 12, 10, generator=g)
+    )
     _, plain = total_loss(outputs, batch, LossWeights(), tt, torch.Generator().manual_seed(1))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         total, autocast = total_loss(outputs, batch, LossWeights(), tt, torch.Generator().manual_seed(1))

@@ -197,3 +197,13 @@ def test_add_decoded_writes_a_dense_prediction_set_the_evaluator_reads(template,
         assert person is None and score is not None and ((score > 0.5) == (expected >= 0)).all()
     with pytest.raises(ValueError, match="2 image ids"):
         add_decoded(writer, [1, 2], one, template)
+
+
+def test_logits_at_pixels_equal_the_full_logits() -> None:
+    """Training and decoding compute colour logits only where needed; they must equal the dense head's."""
+    torch.manual_seed(0)
+    model = create_model("bodymap_unet", widths=(8, 8, 8, 8, 8))
+    out = model(torch.rand(2, 3, 32, 32), torch.rand(2, 4, 32, 32))
+    b, y, x = torch.randint(0, 2, (20,)), torch.randint(0, 32, (20,)), torch.randint(0, 32, (20,))
+    assert torch.allclose(out.logits_at(b, y, x), out.color_logits[b, :, :, y, x], atol=1e-5)
+    assert out.color_features.shape[:1] + out.color_features.shape[2:] == (2, 32, 32)

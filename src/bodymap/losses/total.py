@@ -120,7 +120,7 @@ def total_loss(
     """
     # Losses run in float32 even inside the loop's autocast: fp16 geodesic products and log-probabilities over
     # 13k vertices lose the precision the small terms need.
-    with torch.autocast(device_type=outputs.color_logits.device.type, enabled=False):
+    with torch.autocast(device_type=outputs.silhouette.device.type, enabled=False):
         terms = _terms(outputs, batch, weights, template, generator)
     total = sum(
         (getattr(weights, name) * value for name, value in terms.items()),
@@ -141,7 +141,7 @@ def _terms(
     vertex = batch["vertex"].long()
     confidence = batch.get("weight")
     chart = batch.get("chart")
-    device = outputs.color_logits.device
+    device = outputs.silhouette.device
     terms: dict[str, torch.Tensor] = {}
 
     if weights.silhouette > 0:
@@ -149,12 +149,11 @@ def _terms(
     if weights.classification == 0 and weights.geodesic == 0 and weights.consistency == 0:
         return terms
 
-    # Colour terms read the logits of labelled pixels only, gathered once: every gather of the [B, 3, K, H, W]
-    # logits costs a zero-filled gradient of that size in the backward pass.
+    # Colour terms read the logits of labelled pixels only, computed once there (`BodyMapOutput.logits_at`).
     confidence_map = pixel_weights(vertex, confidence=confidence)  # (B, H, W), 0 where unlabelled
     labelled = confidence_map > 0
     b, y, x = torch.nonzero(labelled, as_tuple=True)  # (L,) each, image by image
-    logits = outputs.color_logits[b, :, :, y, x]  # (L, 3, K)
+    logits = outputs.logits_at(b, y, x)  # (L, 3, K)
     gt_vertex = vertex[b, y, x]  # (L,)
     pixel_confidence = confidence_map[b, y, x]  # (L,)
 

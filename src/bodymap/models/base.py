@@ -6,9 +6,8 @@ second one), a per-level fusion, a decoder and the heads (BodyMap Sec. 3.2). Sub
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bodymap.models.layers import DenseHead, pad_to_multiple
@@ -18,17 +17,56 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass
 class BodyMapOutput:
     """Network outputs at input resolution.
 
-    color_logits: [B, 3, num_bins, H, W] float, per channel (R, G, B of the template colour code) logits over the
-        256 colour values (BodyMap Sec. 3.3: correspondence as 3 x 256-way classification).
-    silhouette: [B, 1, H, W] float foreground logit (sigmoid > 0.5 is foreground).
+    The colour head's last layer is a per-pixel linear map (a 1 x 1 convolution) from `color_features` to
+    3 x num_bins logits. Training only needs logits at labelled pixels and inference only at foreground pixels, so
+    they are computed where asked (`logits_at`) instead of as a [B, 3, K, H, W] tensor: at 128 px the full tensor
+    and its gradient were most of a training step. `color_logits` still gives the full tensor when wanted.
+
+    Attributes:
+        silhouette: [B, 1, H, W] float foreground logit (sigmoid > 0.5 is foreground).
+        color_features: [B, C, H, W] float, the colour head's last hidden features (also the features the
+            equivariance loss compares).
+        num_bins: K, values per colour channel (256: BodyMap Sec. 3.3's 3 x 256-way classification).
     """
 
-    color_logits: torch.Tensor
-    silhouette: torch.Tensor
+    def __init__(
+        self,
+        silhouette: torch.Tensor,
+        color_logits: torch.Tensor | None = None,
+        color_features: torch.Tensor | None = None,
+        color_weight: torch.Tensor | None = None,
+        color_bias: torch.Tensor | None = None,
+    ) -> None:
+        """Either `color_logits` [B, 3, K, H, W], or `color_features` with the projection `color_weight` [3K, C]
+        and `color_bias` [3K]."""
+        if color_logits is None and (color_features is None or color_weight is None):
+            raise ValueError("BodyMapOutput needs color_logits, or color_features with color_weight")
+        self.silhouette = silhouette
+        self._logits = color_logits
+        self.color_features = color_features
+        self._weight = color_weight
+        self._bias = color_bias
+        self.num_bins = int(color_logits.shape[2]) if color_logits is not None else int(color_weight.shape[0]) // 3
+
+    def logits_at(self, b: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Colour logits at N pixels (image b, row y, column x: [N] int64 each) → [N, 3, K]."""
+        if self._logits is not None:
+            return self._logits[b, :, :, y, x]
+        features = self.color_features[b, :, y, x]  # (N, C)
+        logits = F.linear(features, self._weight, self._bias)  # (N, 3 K)
+        return logits.view(-1, 3, self.num_bins)
+
+    @property
+    def color_logits(self) -> torch.Tensor:
+        """[B, 3, K, H, W] logits at every pixel (computed on demand; prefer `logits_at`)."""
+        if self._logits is None:
+            b, _, h, w = self.color_features.shape
+            flat = F.conv2d(self.color_features, self._weight[:, :, None, None], self._bias)  # (B, 3 K, H, W)
+            self._logits = flat.view(b, 3, self.num_bins, h, w)
+        return self._logits
 
 
 class CorrespondenceHeads(nn.Module):
@@ -37,7 +75,7 @@ class CorrespondenceHeads(nn.Module):
     Forward:
         x: [B, C, h, w] decoder output; size: the padded input size; crop: the true input size (H, W).
     Returns:
-        `BodyMapOutput` with color_logits [B, 3, num_bins, H, W] and silhouette [B, 1, H, W].
+        `BodyMapOutput` at the crop size (colour logits on demand, see `BodyMapOutput`).
     """
 
     def __init__(self, in_channels: int, hidden: int, num_bins: int = 256) -> None:
@@ -48,10 +86,14 @@ class CorrespondenceHeads(nn.Module):
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], crop: tuple[int, int]) -> BodyMapOutput:
         h, w = crop
-        logits = self.color(x, size)  # (B, 3 K, Hp, Wp)
-        b, _, hp, wp = logits.shape
-        logits = logits.view(b, 3, self.num_bins, hp, wp)  # (B, 3, K, Hp, Wp)
-        return BodyMapOutput(color_logits=logits[..., :h, :w], silhouette=self.silhouette(x, size)[..., :h, :w])
+        features = self.color.features(x, size)[..., :h, :w]  # (B, hidden, H, W)
+        projection = self.color.conv_out
+        return BodyMapOutput(
+            silhouette=self.silhouette(x, size)[..., :h, :w],
+            color_features=features,
+            color_weight=projection.weight[:, :, 0, 0],
+            color_bias=projection.bias,
+        )
 
 
 class BodyMapNet(nn.Module):

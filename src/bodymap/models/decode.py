@@ -33,13 +33,14 @@ def decode_vertices(
     Returns:
         vertex [B, H, W] int32 (-1 background) and score [B, H, W] float32 foreground probability.
     """
-    score = torch.sigmoid(outputs.silhouette[:, 0].float()).cpu().numpy()  # (B, H, W)
-    rgb = outputs.color_logits.argmax(dim=2).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3) values 0..K-1
-    vertex = np.full(score.shape, -1, np.int32)
-    foreground = score > threshold
-    if foreground.any():
-        vertex[foreground] = template.decode_colors(rgb[foreground])
-    return vertex, score
+    prob = torch.sigmoid(outputs.silhouette[:, 0].float())  # (B, H, W)
+    foreground = prob > threshold
+    vertex = np.full(tuple(prob.shape), -1, np.int32)
+    if bool(foreground.any()):
+        b, y, x = torch.nonzero(foreground, as_tuple=True)
+        rgb = outputs.logits_at(b, y, x).argmax(dim=2)  # (N, 3) colour values, foreground pixels only
+        vertex[foreground.cpu().numpy()] = template.decode_colors(rgb.cpu().numpy())
+    return vertex, prob.cpu().numpy()
 
 
 def add_decoded(

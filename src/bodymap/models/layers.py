@@ -118,9 +118,13 @@ class DenseHead(nn.Module):
         self.conv_mid = nn.Conv2d(hidden, hidden, 3, padding=1)
         self.conv_out = nn.Conv2d(hidden, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """x: [B, C, h, w] -> [B, out_channels, *size]."""
+    def features(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The hidden features the 1x1 output conv reads: [B, C, h, w] -> [B, hidden, *size]."""
         x = self.conv_in(x)
         if x.shape[-2:] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return self.conv_out(F.relu(self.conv_mid(x)))
+        return F.relu(self.conv_mid(x))
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """x: [B, C, h, w] -> [B, out_channels, *size]."""
+        return self.conv_out(self.features(x, size))

@@ -46,8 +46,11 @@ class BodyMapPipeline(nn.Module):
             vertex = torch.stack([decode_image(out["embedding"][b], score[b], table) for b in range(image.shape[0])])
             cse_input_t = cse_input(vertex, score, self.colors)
         pred = self.bodymap(image, cse_input_t)
-        rgb = pred.color_logits.argmax(dim=2).float()  # (B, 3, H, W)
-        return torch.cat([rgb, torch.sigmoid(pred.silhouette.float())], dim=1)
+        prob = torch.sigmoid(pred.silhouette.float())  # (B, 1, H, W)
+        rgb = torch.zeros_like(prob).expand(-1, 3, -1, -1).clone()  # (B, 3, H, W), 0 off the person
+        b, y, x = torch.nonzero(prob[:, 0] > 0.5, as_tuple=True)
+        rgb[b, :, y, x] = pred.logits_at(b, y, x).argmax(dim=2).float()
+        return torch.cat([rgb, prob], dim=1)
 
 
 def vertices_from_output(output: np.ndarray, decode_colors, threshold: float = 0.5) -> np.ndarray:

@@ -71,8 +71,7 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
             warp = lambda x: torch.nn.functional.grid_sample(x, grid, align_corners=True)  # noqa: E731
             warped = model(warp(batch["image"]), warp(batch["cse"]) if "cse" in batch else None)
             valid = torch.ones(b, h, w, device=flow.device)
-            features_a = outputs.color_logits.flatten(1, 2)
-            features_b = warped.color_logits.flatten(1, 2)
+            features_a, features_b = outputs.color_features, warped.color_features
             term = equivariance_loss(features_a, features_b, flow.to(features_a.device), valid.to(features_a.device))
             total = total + eq.weight * term
             terms["equivariance"] = float(term.detach())
