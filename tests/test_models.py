@@ -207,3 +207,21 @@ def test_logits_at_pixels_equal_the_full_logits() -> None:
     b, y, x = torch.randint(0, 2, (20,)), torch.randint(0, 32, (20,)), torch.randint(0, 32, (20,))
     assert torch.allclose(out.logits_at(b, y, x), out.color_logits[b, :, :, y, x], atol=1e-5)
     assert out.color_features.shape[:1] + out.color_features.shape[2:] == (2, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["bodymap_vit", "bodymap_unet"])
+def test_untrained_two_stream_model_reproduces_its_cse_input(name: str, template) -> None:
+    """The residual CSE prior: before any training the decoded prediction is the CSE estimate it was given."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    g = torch.Generator().manual_seed(1)
+    vertex = torch.randint(0, template.num_vertices, (1, 32, 32), generator=g)
+    vertex[:, :, :8] = -1  # CSE background
+    score = (vertex >= 0).float() * 0.9
+    colors = torch.as_tensor(template.colors.astype(np.int64))
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 32, 32, generator=g), cse_input(vertex, score, colors))
+    decoded, _ = decode_vertices(out, template)
+    fg = vertex[0].numpy() >= 0
+    assert np.all(decoded[0][~fg] == -1)
+    assert (decoded[0][fg] == vertex[0].numpy()[fg]).mean() > 0.95

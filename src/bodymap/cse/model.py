@@ -39,10 +39,14 @@ class CseNet(nn.Module):
         embed_dim: D.
         basis: [V, k] float32 template LBO basis (Phi).
         decoder_channels: width of the FPN decoder.
+        input_scale: the encoder runs on the image resized by this factor (outputs are at input size).
     """
 
-    def __init__(self, backbone: str, embed_dim: int, basis: torch.Tensor, decoder_channels: int = 64) -> None:
+    def __init__(
+        self, backbone: str, embed_dim: int, basis: torch.Tensor, decoder_channels: int = 64, input_scale: float = 1.0
+    ) -> None:
         super().__init__()
+        self.input_scale = float(input_scale)
         self.encoder = timm.create_model(backbone, pretrained=False, features_only=True)
         channels = self.encoder.feature_info.channels()
         reductions = self.encoder.feature_info.reduction()
@@ -64,7 +68,12 @@ class CseNet(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """image: [B, 3, H, W] float in [0, 1] → embedding [B, D, H, W], fg_logits [B, 2, H, W]."""
         h, w = image.shape[-2:]
-        feats = self.encoder((image - self.mean) / self.std)
+        x = (image - self.mean) / self.std
+        if self.input_scale != 1.0:
+            # A coarse initialisation needs no full resolution: the encoder sees a downscaled image (4x cheaper at
+            # 0.5) and the outputs are upsampled back to the input size below.
+            x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False, antialias=True)
+        feats = self.encoder(x)
         feats = [feats[i] for i in self.levels]
         # Top-down FPN: start at the coarsest level, upsample and add each finer lateral.
         x = self.lateral[-1](feats[-1])

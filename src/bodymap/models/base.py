@@ -39,9 +39,12 @@ class BodyMapOutput:
         color_features: torch.Tensor | None = None,
         color_weight: torch.Tensor | None = None,
         color_bias: torch.Tensor | None = None,
+        prior_bins: torch.Tensor | None = None,
+        prior_weight: torch.Tensor | None = None,
     ) -> None:
         """Either `color_logits` [B, 3, K, H, W], or `color_features` with the projection `color_weight` [3K, C]
-        and `color_bias` [3K]."""
+        and `color_bias` [3K]. Optionally the CSE prior: `prior_bins` [B, 3, H, W] int64 (the CSE colour per
+        channel) and `prior_weight` [B, 3, H, W] float (the logit added at that bin; 0 where CSE sees background)."""
         if color_logits is None and (color_features is None or color_weight is None):
             raise ValueError("BodyMapOutput needs color_logits, or color_features with color_weight")
         self.silhouette = silhouette
@@ -49,6 +52,8 @@ class BodyMapOutput:
         self.color_features = color_features
         self._weight = color_weight
         self._bias = color_bias
+        self._prior_bins = prior_bins
+        self._prior_weight = prior_weight
         self.num_bins = int(color_logits.shape[2]) if color_logits is not None else int(color_weight.shape[0]) // 3
 
     def logits_at(self, b: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -56,8 +61,11 @@ class BodyMapOutput:
         if self._logits is not None:
             return self._logits[b, :, :, y, x]
         features = self.color_features[b, :, y, x]  # (N, C)
-        logits = F.linear(features, self._weight, self._bias)  # (N, 3 K)
-        return logits.view(-1, 3, self.num_bins)
+        logits = F.linear(features, self._weight, self._bias).view(-1, 3, self.num_bins)  # (N, 3, K)
+        if self._prior_bins is not None:
+            bins = self._prior_bins[b, :, y, x].unsqueeze(-1)  # (N, 3, 1)
+            logits = logits.scatter_add(2, bins, self._prior_weight[b, :, y, x].unsqueeze(-1))
+        return logits
 
     @property
     def color_logits(self) -> torch.Tensor:
@@ -65,34 +73,58 @@ class BodyMapOutput:
         if self._logits is None:
             b, _, h, w = self.color_features.shape
             flat = F.conv2d(self.color_features, self._weight[:, :, None, None], self._bias)  # (B, 3 K, H, W)
-            self._logits = flat.view(b, 3, self.num_bins, h, w)
+            logits = flat.view(b, 3, self.num_bins, h, w)
+            if self._prior_bins is not None:
+                logits = logits.scatter_add(2, self._prior_bins.unsqueeze(2), self._prior_weight.unsqueeze(2))
+            self._logits = logits
         return self._logits
 
 
 class CorrespondenceHeads(nn.Module):
     """Colour-code classification head (3 x num_bins logits per pixel) and silhouette head.
 
+    With `use_prior` the heads refine the CSE estimate residually: each channel's logit at the CSE colour gets
+    `prior_scale` added and the silhouette logit gets `silhouette_prior * (p_cse - 0.5)`, both learned. At
+    initialisation the network therefore reproduces its CSE input, and training learns the corrections — on a
+    small budget the networks learn these much faster than to rebuild the estimate from the tokens.
+
     Forward:
-        x: [B, C, h, w] decoder output; size: the padded input size; crop: the true input size (H, W).
+        x: [B, C, h, w] decoder output; size: the padded input size; crop: the true input size (H, W);
+        prior: [B, 4, H, W] the CSE input (colour code / 255 and foreground probability), or None.
     Returns:
         `BodyMapOutput` at the crop size (colour logits on demand, see `BodyMapOutput`).
     """
 
-    def __init__(self, in_channels: int, hidden: int, num_bins: int = 256) -> None:
+    def __init__(self, in_channels: int, hidden: int, num_bins: int = 256, use_prior: bool = False) -> None:
         super().__init__()
         self.num_bins = num_bins
         self.color = DenseHead(in_channels, hidden, 3 * num_bins)
         self.silhouette = DenseHead(in_channels, hidden, 1)
+        self.use_prior = use_prior
+        if use_prior:
+            self.prior_scale = nn.Parameter(torch.full((3,), 4.0))
+            self.silhouette_prior = nn.Parameter(torch.tensor(8.0))
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int], crop: tuple[int, int]) -> BodyMapOutput:
+    def forward(
+        self, x: torch.Tensor, size: tuple[int, int], crop: tuple[int, int], prior: torch.Tensor | None = None
+    ) -> BodyMapOutput:
         h, w = crop
         features = self.color.features(x, size)[..., :h, :w]  # (B, hidden, H, W)
+        silhouette = self.silhouette(x, size)[..., :h, :w]  # (B, 1, H, W)
         projection = self.color.conv_out
+        bins = weight = None
+        if self.use_prior and prior is not None:
+            fg = prior[:, 3:4]  # (B, 1, H, W) CSE foreground probability
+            silhouette = silhouette + self.silhouette_prior * (fg - 0.5)
+            bins = (prior[:, :3] * (self.num_bins - 1)).round().long().clamp(0, self.num_bins - 1)  # (B, 3, H, W)
+            weight = self.prior_scale.view(1, 3, 1, 1) * (fg > 0.5).to(features.dtype)  # (B, 3, H, W)
         return BodyMapOutput(
-            silhouette=self.silhouette(x, size)[..., :h, :w],
+            silhouette=silhouette,
             color_features=features,
             color_weight=projection.weight[:, :, 0, 0],
             color_bias=projection.bias,
+            prior_bins=bins,
+            prior_weight=weight,
         )
 
 
@@ -139,4 +171,4 @@ class BodyMapNet(nn.Module):
             # Pad first (padding reads as background: colour 0, probability 0), then centre [0, 1] to [-1, 1].
             correspondence = self.correspondence(pad_to_multiple(cse, self.size_divisor) * 2.0 - 1.0)
         fused = self.fusion(appearance, correspondence)
-        return self.heads(self.decoder(fused), size=x.shape[-2:], crop=(h, w))
+        return self.heads(self.decoder(fused), size=x.shape[-2:], crop=(h, w), prior=cse if self.uses_cse else None)

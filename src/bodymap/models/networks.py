@@ -69,7 +69,7 @@ class BodyMapViT(BodyMapNet):
             self.appearance.channels, self.correspondence.channels if self.correspondence else None, fused
         )
         self.decoder = DPTDecoder(fused, [patch_size / s for s in strides], features)
-        self.heads = CorrespondenceHeads(features, max(1, features // 2), num_bins)
+        self.heads = CorrespondenceHeads(features, max(1, features // 2), num_bins, use_prior=use_correspondence)
 
 
 class BodyMapCNN(BodyMapNet):
@@ -102,7 +102,7 @@ class BodyMapCNN(BodyMapNet):
         self.fusion = LevelFusion(channels, self.correspondence.channels if self.correspondence else None, channels)
         # A CNN pyramid already sits at its strides, so reassembling is only the 3x3 projection.
         self.decoder = DPTDecoder(channels, [1.0] * len(channels), features)
-        self.heads = CorrespondenceHeads(features, max(1, features // 2), num_bins)
+        self.heads = CorrespondenceHeads(features, max(1, features // 2), num_bins, use_prior=use_correspondence)
 
 
 class UNetDecoder(nn.Module):
@@ -144,4 +144,4 @@ class BodyMapUNet(BodyMapNet):
         self.correspondence = UNetEncoder(in_chans=4, widths=widths) if use_correspondence else None
         self.fusion = LevelFusion(widths, widths if use_correspondence else None, widths)
         self.decoder = UNetDecoder(widths)
-        self.heads = CorrespondenceHeads(widths[0], max(32, widths[0]), num_bins)
+        self.heads = CorrespondenceHeads(widths[0], max(32, widths[0]), num_bins, use_prior=use_correspondence)
