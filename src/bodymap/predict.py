@@ -16,19 +16,17 @@ import numpy as np
 import torch
 
 from bodymap.config import Params
-from bodymap.cse.decode import decode_image
 from bodymap.cse.infer import load_cse_model
-from bodymap.cse.infer import predict as cse_predict
-from bodymap.cse.model import CseNet
 from bodymap.data.images import ImageEntry
 from bodymap.errors import BodymapError
 from bodymap.eval.predictions import PredictionWriter
 from bodymap.io import atomic_dir, read_image, save_npz, write_image
 from bodymap.log import progress
 from bodymap.models.base import BodyMapNet
-from bodymap.models.decode import add_decoded, decode_vertices
+from bodymap.models.decode import add_decoded
 from bodymap.models.inputs import cse_input
 from bodymap.models.registry import create_model
+from bodymap.registry.packaging import BodyMapPipeline, vertices_from_output
 from bodymap.template import BodyTemplate
 from bodymap.train.checkpoint import load_checkpoint
 from bodymap.train.distributed import select_device
@@ -95,44 +93,58 @@ def predict_images(
 # --------------------------------------------------------------------------------------------- bodymap predict
 @dataclass
 class Predictor:
-    """CSE + BodyMap + template, ready for photos."""
+    """The deployable CSE + BodyMap module with its template, ready for photos."""
 
-    cse: CseNet
-    bodymap: BodyMapNet
+    pipeline: BodyMapPipeline
     template: BodyTemplate
-    device: torch.device
     size: int
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One photo [H, W, 3] uint8 → (vertex [H, W] int32, -1 background; foreground probability [H, W]).
 
-        The photo is resized so its long side is `size` (the training resolution, padded to a multiple of the
-        network's stride inside the model), and the maps are resized back with nearest-neighbour sampling.
+        The photo is resized so its long side is `size` (the training resolution; the networks pad to their
+        stride), and the maps are resized back with nearest-neighbour sampling.
         """
         h, w = rgb.shape[:2]
         scale = self.size / max(h, w)
         small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        image_t = torch.from_numpy(small.transpose(2, 0, 1)[None].copy()).float().div(255.0).to(self.device)
-        cse_out = cse_predict(self.cse, image_t)
-        cse_vertex = decode_image(cse_out["embedding"][0], cse_out["score"][0], self.cse.vertex_embedding())
-        colors = torch.as_tensor(self.template.colors.astype(np.int64), device=self.device)
-        cse_t = cse_input(cse_vertex[None], cse_out["score"], colors) if self.bodymap.uses_cse else None
-        vertex, score = decode_vertices(self.bodymap(image_t, cse_t), self.template)
-        vertex = cv2.resize(vertex[0], (w, h), interpolation=cv2.INTER_NEAREST)
-        score = cv2.resize(score[0], (w, h), interpolation=cv2.INTER_LINEAR)
+        device = next(self.pipeline.parameters()).device
+        image_t = torch.from_numpy(small.transpose(2, 0, 1)[None].copy()).float().div(255.0).to(device)
+        output = self.pipeline(image_t).cpu().numpy()  # (1, 4, h', w')
+        vertex = vertices_from_output(output, self.template.decode_colors)[0]
+        vertex = cv2.resize(vertex, (w, h), interpolation=cv2.INTER_NEAREST)
+        score = cv2.resize(output[0, 3], (w, h), interpolation=cv2.INTER_LINEAR)
         return vertex, score
 
 
 def load_predictor(
-    model: Path, cse_model: Path, template_dir: Path, device: str = "auto", size: int | None = None
+    model: str,
+    cse_model: Path | None = None,
+    template_dir: Path | None = None,
+    device: str = "auto",
+    size: int | None = None,
 ) -> Predictor:
-    """Load the three parts `bodymap predict` needs; `size` defaults to the BodyMap model's training image size."""
+    """From training checkpoints (`model` = BodyMap last.pt, with `cse_model` and `template_dir`), or from the
+    MLflow registry (`model` = `models:/<name>@champion` or any MLflow model URI: the registered module carries
+    CSE, BodyMap and the colour code, and its template files travel with it)."""
     dev = select_device(device)
-    bodymap = load_bodymap(model, dev)
-    if size is None:
-        size = int(load_checkpoint(model)["model_args"].get("img_size", 128))
-    return Predictor(load_cse_model(cse_model, dev), bodymap, BodyTemplate.load(template_dir), dev, size)
+    if "://" in model or model.startswith("models:/"):
+        import mlflow
+
+        from bodymap.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        local = Path(mlflow.artifacts.download_artifacts(model))
+        pipeline = mlflow.pytorch.load_model(model, map_location=dev).eval()
+        template = BodyTemplate.load(local / "extra_files")
+        return Predictor(pipeline, template, size or pipeline.input_size)
+    if cse_model is None or template_dir is None:
+        raise BodymapError("a checkpoint --model needs --cse-model and --template (a models:/ URI carries both)")
+    template = BodyTemplate.load(template_dir)
+    size = size or int(load_checkpoint(model)["model_args"].get("img_size", 128))
+    pipeline = BodyMapPipeline(load_cse_model(cse_model, dev), load_bodymap(model, dev), template.colors, size)
+    return Predictor(pipeline.to(dev).eval(), template, size)
 
 
 def correspondence_image(vertex: np.ndarray, colors: np.ndarray) -> np.ndarray:
@@ -152,9 +164,13 @@ def overlay(photo: np.ndarray, vertex: np.ndarray, colors: np.ndarray, alpha: fl
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument("--model", type=Path, required=True, help="BodyMap checkpoint (e.g. models/finetune/last.pt)")
-    parser.add_argument("--cse-model", type=Path, required=True, help="CSE checkpoint (models/cse/last.pt)")
-    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="BodyMap checkpoint (models/finetune/last.pt) or an MLflow model URI (models:/bodymap@champion)",
+    )
+    parser.add_argument("--cse-model", type=Path, default=None, help="CSE checkpoint (with a checkpoint --model)")
+    parser.add_argument("--template", type=Path, default=None, help="template directory (with a checkpoint --model)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--size", type=int, default=None, help="network input long side (default: training size)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

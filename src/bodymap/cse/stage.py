@@ -25,6 +25,7 @@ from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train import TrainConfig, train
 from bodymap.train.distributed import select_device, setup, teardown
+from bodymap.train.loop import write_history
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="where the CSE checkpoint goes")
     parser.add_argument("--out", type=Path, required=True, help="CSE outputs, one subdirectory per image set")
     parser.add_argument("--metrics", type=Path, default=None, help="training figures and baseline metrics (JSON)")
+    parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV, DVC plots)")
 
 
 def build_cse(template: BodyTemplate, p: CseParams) -> tuple[CseNet, dict[str, Any]]:
@@ -106,7 +108,9 @@ def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params:
     return run_evaluation(template, specs, params.evaluate, out_dir / "evaluation")
 
 
-def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir: Path, params: Params) -> dict:
+def run_cse_init(
+    template_dir: Path, render_dir: Path, model_dir: Path, out_dir: Path, params: Params, plots: Path | None = None
+) -> dict:
     """Train, infer on every image set, score the baseline; returns the figures for the metrics file."""
     p = params.cse_init
     template = BodyTemplate.load(template_dir)
@@ -143,6 +147,8 @@ def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir:
                     )
                     figures[f"images_{name}"] = count
             figures.update(evaluate_baseline(template, sets, out_dir, params))
+            if plots is not None:
+                write_history(plots, result)
             figures.update(
                 train_seconds=round(result.seconds, 1),
                 final_loss=result.history[-1]["loss"] if result.history else None,
@@ -155,7 +161,7 @@ def run_cse_init(template_dir: Path, render_dir: Path, model_dir: Path, out_dir:
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params)
+    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params, args.plots)
     if args.metrics is not None:
         write_json(args.metrics, figures)
     log.info("cse_init: %s", {k: v for k, v in figures.items() if "/" not in k or k.endswith(("gpsm_ap", "cm_10"))})

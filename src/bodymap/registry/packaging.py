@@ -23,6 +23,7 @@ class BodyMapPipeline(nn.Module):
 
     Args:
         cse: the trained CSE network. bodymap: the trained BodyMap network. colors: [V, 3] uint8 colour code.
+        input_size: the long side photos are resized to before the networks (their training resolution).
     Forward:
         image: [B, 3, H, W] float32 RGB in [0, 1].
     Returns:
@@ -30,8 +31,9 @@ class BodyMapPipeline(nn.Module):
         foreground probability.
     """
 
-    def __init__(self, cse: CseNet, bodymap: BodyMapNet, colors: np.ndarray) -> None:
+    def __init__(self, cse: CseNet, bodymap: BodyMapNet, colors: np.ndarray, input_size: int = 128) -> None:
         super().__init__()
+        self.input_size = int(input_size)
         self.cse = cse
         self.bodymap = bodymap
         self.register_buffer("colors", torch.as_tensor(np.asarray(colors, np.int64)), persistent=True)

@@ -39,7 +39,7 @@ def build_pipeline(model_dir: Path, cse_model: Path, template: BodyTemplate) -> 
     """The deployable module and an input example at the training resolution."""
     bodymap = load_bodymap(model_dir / "last.pt")
     size = int(load_checkpoint(model_dir / "last.pt")["model_args"].get("img_size", 128))
-    pipeline = BodyMapPipeline(load_cse_model(cse_model), bodymap, template.colors).eval()
+    pipeline = BodyMapPipeline(load_cse_model(cse_model), bodymap, template.colors, input_size=size).eval()
     example = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     return pipeline, example
 

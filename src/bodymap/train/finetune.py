@@ -28,8 +28,8 @@ from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train.checkpoint import LAST, load_checkpoint
 from bodymap.train.distributed import select_device, setup, teardown
-from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train
-from bodymap.train.pretrain import evaluate_model, write_history
+from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train, write_history
+from bodymap.train.pretrain import evaluate_model
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bodymap.errors import BodymapError
+from bodymap.io import atomic_path
 from bodymap.log import progress
 from bodymap.tracking import Tracker
 from bodymap.train import distributed
@@ -260,3 +261,15 @@ def train(
     if dist_info.is_main:
         log.info("trained %s to step %d in %.1f s", model_name, config.steps, seconds)
     return TrainResult(step=config.steps, checkpoint=ckpt_path, history=history, seconds=seconds)
+
+
+def write_history(path: Path, result: TrainResult) -> None:
+    """The training curve as CSV (one row per logged step), for `dvc plots`."""
+    keys = sorted({k for row in result.history for k in row} - {"step"})
+    lines = [",".join(["step", *keys])]
+    lines += [
+        ",".join([str(row["step"]), *(f"{row.get(k, ''):.6g}" if k in row else "" for k in keys)])
+        for row in result.history
+    ]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

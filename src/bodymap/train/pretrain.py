@@ -21,7 +21,7 @@ from bodymap.predict import load_bodymap, predict_images
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train.distributed import select_device, setup, teardown
-from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train
+from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train, write_history
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +75,6 @@ def train_bodymap(
         tracker=tracker,
         init_state=init_state,
     )
-
-
-def write_history(path: Path, result: TrainResult) -> None:
-    """The training curve as CSV (one row per logged step), for `dvc plots`."""
-    from bodymap.io import atomic_path
-
-    keys = sorted({k for row in result.history for k in row} - {"step"})
-    lines = [",".join(["step", *keys])]
-    lines += [
-        ",".join([str(row["step"]), *(f"{row.get(k, ''):.6g}" if k in row else "" for k in keys)])
-        for row in result.history
-    ]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
 
 
 def evaluate_model(

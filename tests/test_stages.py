@@ -1,0 +1,205 @@
+"""Instant tests: the real stage commands, in pipeline order, on the tiny render with a few training steps.
+
+Each stage runs as a subprocess exactly as DVC and the KFP components run it, with a throwaway MLflow store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bodymap.config import default_params_dict
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "cse_init": {"train": {"steps": 24, "batch_size": 4, "log_every": 4, "warmup_steps": 2, "lr": 0.003}},
+    "pretrain": {"train": {"steps": 6, "batch_size": 4, "log_every": 2, "warmup_steps": 1, "checkpoint_every": 3}},
+    "finetune": {"train": {"steps": 4, "batch_size": 2, "log_every": 2, "warmup_steps": 1}},
+    "evaluate": {"visualisations": 1},
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) else value
+    return out
+
+
+class Work:
+    """Paths, params and environment of one test pipeline run."""
+
+    def __init__(self, root: Path, template: Path, render: Path) -> None:
+        self.root, self.template, self.render = root, template, render
+        self.params = root / "params.yaml"
+        self.params.write_text(yaml.safe_dump(_merge(default_params_dict(), TINY), sort_keys=False))
+        self.env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "OMP_NUM_THREADS": "2",
+        }
+
+    def run(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "bodymap.cli", *args, "--params", str(self.params), "-q"]
+        result = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"{' '.join(args[:1])} failed:\n{result.stderr[-4000:]}"
+        return result
+
+    def metrics(self, name: str) -> dict:
+        return json.loads((self.root / "metrics" / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, template_dir: Path, rendered: Path) -> Work:
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "metrics").mkdir()
+    return Work(root, template_dir, rendered)
+
+
+@pytest.fixture(scope="module")
+def cse(work: Work) -> Path:
+    work.run(
+        "cse_init", "--template", str(work.template), "--render", str(work.render), "--model-dir", "models/cse",
+        "--out", "cse", "--metrics", "metrics/cse_init.json", "--plots", "plots/cse_loss.csv",
+    )  # fmt: skip
+    return work.root / "cse"
+
+
+def test_cse_init_trains_infers_every_set_and_scores_the_baseline(work: Work, cse: Path) -> None:
+    with open(work.root / "plots" / "cse_loss.csv") as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    for name in ("train", "test", "video", "coco_train", "coco_val"):
+        index = json.loads((cse / name / "predictions.json").read_text())
+        assert index["kind"] == "dense" and index["images"]
+        with np.load(cse / name / index["images"][0]["file"]) as data:
+            assert data["vertex"].dtype == np.int32 and data["embedding"].shape[0] == 16
+    metrics = work.metrics("cse_init")
+    for key in ("cse/test/gpsm_ap", "cse/test/cm_10", "trivial/test/cm_10", "cse/coco/gps_ap", "cse/test/window_10px"):
+        assert key in metrics
+
+
+@pytest.fixture(scope="module")
+def pseudo_gt(work: Work, cse: Path) -> Path:
+    work.run(
+        "pseudo_gt", "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
+        "--out", "pseudo_gt", "--metrics", "metrics/pseudo_gt.json",
+    )  # fmt: skip
+    return work.root / "pseudo_gt"
+
+
+def test_pseudo_gt_writes_dense_sparse_and_flow_labels_and_scores_them(work: Work, pseudo_gt: Path) -> None:
+    dense = sorted((pseudo_gt / "dense").glob("*.npz"))
+    assert dense and len(dense) == len(list((pseudo_gt / "sparse").glob("*.npz")))
+    with np.load(dense[0]) as d, np.load(pseudo_gt / "sparse" / dense[0].name) as s:
+        labelled = s["vertex"] >= 0
+        assert labelled.any() and np.array_equal(d["vertex"][labelled], s["vertex"][labelled])
+        assert np.all(d["vertex"][d["mask"] > 0] >= 0)
+    metrics = work.metrics("pseudo_gt")
+    for key in ("pseudo_gt/cm_10", "cse/cm_10", "sparse/cm_10", "flow/points_added", "flow/cm_5"):
+        assert key in metrics
+    assert metrics["flow/points_added"] > 0
+
+
+@pytest.fixture(scope="module")
+def pretrained(work: Work, cse: Path) -> Path:
+    work.run(
+        "pretrain", "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
+        "--model-dir", "models/pretrain", "--out", "pretrain", "--metrics", "metrics/pretrain.json",
+        "--plots", "plots/pretrain_loss.csv",
+    )  # fmt: skip
+    return work.root / "models" / "pretrain" / "last.pt"
+
+
+def test_pretrain_command_trains_checkpoints_and_scores_the_test_split(work: Work, pretrained: Path) -> None:
+    import torch
+
+    state = torch.load(pretrained, weights_only=False)
+    assert state["step"] == 6 and state["model_name"] == "bodymap_vit" and "pretrain" in state["params"]
+    metrics = work.metrics("pretrain")
+    assert {"bodymap/test/gpsm_ap", "bodymap/test/window_10px", "bodymap/test/cm_10"} <= set(metrics)
+    with open(work.root / "plots" / "pretrain_loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert {"classification", "silhouette", "geodesic", "consistency"} <= set(rows[0])
+
+
+def test_pretrain_under_torchrun_on_two_processes(work: Work, cse: Path) -> None:
+    """torchrun-compatible DDP on CPU (gloo): the real command on two ranks trains and writes one checkpoint."""
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    cmd = [
+        torchrun, "--standalone", "--nproc_per_node=2", "-m", "bodymap.cli", "pretrain",
+        "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
+        "--model-dir", "models/ddp", "--out", "ddp", "--params", str(work.params), "-q",
+        "--set", "pretrain.train.steps=2", "--set", "pretrain.train.batch_size=2",
+    ]  # fmt: skip
+    env = {**work.env, "OMP_NUM_THREADS": "1", "BODYMAP_TRACKING": "0"}
+    result = subprocess.run(cmd, cwd=work.root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    import torch
+
+    assert torch.load(work.root / "models/ddp/last.pt", weights_only=False)["step"] == 2
+
+
+@pytest.fixture(scope="module")
+def finetuned(work: Work, pseudo_gt: Path, pretrained: Path) -> Path:
+    work.run(
+        "finetune", "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
+        "--pseudo-gt", "pseudo_gt", "--pretrained", str(pretrained), "--model-dir", "models/finetune",
+        "--out", "finetune", "--metrics", "metrics/finetune.json", "--plots", "plots/finetune_loss.csv",
+    )  # fmt: skip
+    return work.root / "models" / "finetune" / "last.pt"
+
+
+def test_finetune_dense_mode_trains_on_pseudo_gt_and_scores_held_out_coco(work: Work, finetuned: Path) -> None:
+    import torch
+
+    state = torch.load(finetuned, weights_only=False)
+    assert state["step"] == 4 and state["params"]["finetune"]["mode"] == "dense"
+    metrics = work.metrics("finetune")
+    assert {"bodymap/coco/gpsm_ap", "bodymap/coco/window_10px", "bodymap/coco_dense/cm_10"} <= set(metrics)
+    assert metrics["examples"] > 0
+
+
+@pytest.fixture(scope="module")
+def evaluated(work: Work, finetuned: Path) -> dict:
+    work.run(
+        "evaluate", "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
+        "--model", str(finetuned), "--out", "evaluation", "--metrics", "metrics/evaluate.json",
+        "--plots", "plots/window_accuracy.csv",
+    )  # fmt: skip
+    return work.metrics("evaluate")
+
+
+def test_evaluate_reports_bodymap_and_cse_side_by_side(work: Work, evaluated: dict) -> None:
+    for model in ("bodymap", "cse"):
+        for key in ("test/gpsm_ap", "coco/gps_ap", "coco_dense/cm_10", "video/temporal_k1", "test/window_5px"):
+            assert f"{model}/{key}" in evaluated
+    report = (work.root / "evaluation" / "report" / "report.md").read_text()
+    assert "| test | bodymap |" in report and "| test | cse |" in report
+    curve = (work.root / "plots" / "window_accuracy.csv").read_text().splitlines()
+    assert curve[0].startswith("window_px,bodymap/test,cse/test") and len(curve) == 4
+
+
+def test_register_promotes_the_first_version_and_loads_by_alias(work: Work, evaluated: dict) -> None:
+    work.run(
+        "register", "--model-dir", "models/finetune", "--cse-model", "models/cse/last.pt",
+        "--template", str(work.template), "--metrics", "metrics/evaluate.json", "--out", "metrics/register.json",
+    )  # fmt: skip
+    record = work.metrics("register")
+    assert record["version"] == "1" and record["promoted"] and "first version" in record["reason"]
+    # `bodymap predict` runs straight from the registry alias.
+    photo = sorted((work.render / "test" / "images").glob("*.png"))[0]
+    work.run("predict", str(photo), "--model", "models:/bodymap@champion", "--out", "predicted")
+    with np.load(work.root / "predicted" / f"{photo.stem}_vertex.npz") as data:
+        assert data["vertex"].shape == (96, 96)
+    assert (work.root / "predicted" / f"{photo.stem}_overlay.png").exists()
