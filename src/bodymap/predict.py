@@ -132,9 +132,9 @@ def load_predictor(
     if "://" in model or model.startswith("models:/"):
         import mlflow
 
-        from bodymap.tracking import tracking_uri
+        from bodymap.tracking import prepare_store
 
-        mlflow.set_tracking_uri(tracking_uri())
+        prepare_store()
         local = Path(mlflow.artifacts.download_artifacts(model))
         pipeline = mlflow.pytorch.load_model(model, map_location=dev).eval()
         template = BodyTemplate.load(local / "extra_files")

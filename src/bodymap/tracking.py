@@ -33,6 +33,35 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+_READY: set[str] = set()
+
+
+def prepare_store(uri: str | None = None) -> str:
+    """Point MLflow at the store and, for SQLite, create or migrate its schema under a file lock.
+
+    Two processes opening a fresh SQLite store at once (parallel experiments, sharded stages) would otherwise race
+    on the schema migrations ("duplicate column name"); after this, only row writes contend, which `with_retry`
+    absorbs.
+    """
+    import mlflow
+
+    uri = uri or tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        import fcntl
+
+        path = Path(uri.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with_retry(mlflow.MlflowClient(uri).search_experiments, max_results=1)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(uri)
+    return uri
+
+
 def _is_locked(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}"
     return "database is locked" in text or "database table is locked" in text
@@ -102,7 +131,7 @@ class Tracker:
         if self._mlflow is None:
             import mlflow
 
-            mlflow.set_tracking_uri(tracking_uri())
+            prepare_store()
             self._mlflow = mlflow
         return self._mlflow
 
@@ -194,7 +223,7 @@ def start_pipeline_run(experiment: str = "bodymap", name: str = "pipeline") -> s
 
     from bodymap.io import git_commit
 
-    mlflow.set_tracking_uri(tracking_uri())
+    prepare_store()
     experiment_id = with_retry(mlflow.set_experiment, experiment).experiment_id
     client = mlflow.MlflowClient()
     run = with_retry(
@@ -206,5 +235,5 @@ def start_pipeline_run(experiment: str = "bodymap", name: str = "pipeline") -> s
 def end_pipeline_run(run_id: str, status: str = "FINISHED") -> None:
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    prepare_store()
     with_retry(mlflow.MlflowClient().set_terminated, run_id, status)
