@@ -264,16 +264,25 @@ class TrainParams(Strict):
 
 
 class CseParams(Strict):
+    """CSE (Neverova et al. 2020) as BodyMap's initialisation.
+
+    sigma_geodesic_m: width of the geodesic target softmax(-d / sigma_g). sigma_embedding: temperature of the
+    embedding distances (vertex embeddings are unit vectors, so squared distances lie in [0, 4]).
+    input_scale: the encoder runs on the image resized by this factor (outputs stay at input size).
+    """
+
     backbone: str = "resnet18"
     embed_dim: PositiveInt = 16
+    input_scale: Annotated[float, Field(gt=0, le=1)] = 1.0
     sigma_geodesic_m: PositiveFloat = 0.05
-    sigma_embedding: PositiveFloat = 1.0
-    pixels_per_image: PositiveInt = 128
+    sigma_embedding: PositiveFloat = 0.2
+    pixels_per_image: PositiveInt = 64
     embed_weight: NonNegFloat = 1.0
     foreground_weight: NonNegFloat = 1.0
     flip_probability: Probability = 0.5
     vertex_chunk: PositiveInt = 4096
-    train: TrainParams = TrainParams()
+    # Sized for the 2-core default run (~3 minutes); real scale is tens of thousands of steps on GPUs.
+    train: TrainParams = TrainParams(steps=300, lr=5e-3, warmup_steps=20)
 
 
 class ModelParams(Strict):
@@ -325,7 +334,8 @@ class PretrainParams(Strict):
     model: ModelParams = ModelParams()
     losses: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
-    train: TrainParams = TrainParams()
+    # Sized for the 2-core default run (~3 minutes).
+    train: TrainParams = TrainParams(steps=200, batch_size=4, warmup_steps=10)
 
 
 class FlowParams(Strict):
@@ -360,7 +370,7 @@ class FinetuneParams(Strict):
     losses: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
     equivariance: EquivarianceParams = EquivarianceParams()
-    train: TrainParams = TrainParams(steps=100, lr=3e-4, warmup_steps=10)
+    train: TrainParams = TrainParams(steps=60, batch_size=4, lr=3e-4, warmup_steps=5)
 
 
 # ------------------------------------------------------------------------------------------------------- evaluate

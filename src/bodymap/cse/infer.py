@@ -29,7 +29,9 @@ def load_cse_model(checkpoint: str | Path, device: torch.device | str = "cpu") -
         raise BodymapError(f"{checkpoint}: field 'model_name': expected 'cse', got {state['model_name']!r}")
     args = state["model_args"]
     basis = torch.zeros(args["num_vertices"], args["basis_k"])
-    model = CseNet(args["backbone"], args["embed_dim"], basis, args.get("decoder_channels", 64))
+    model = CseNet(
+        args["backbone"], args["embed_dim"], basis, args.get("decoder_channels", 64), args.get("input_scale", 1.0)
+    )
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 

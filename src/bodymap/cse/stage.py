@@ -47,9 +47,12 @@ def build_cse(template: BodyTemplate, p: CseParams) -> tuple[CseNet, dict[str, A
         "num_vertices": template.num_vertices,
         "basis_k": int(template.lbo_basis.shape[1]),
         "decoder_channels": 64,
+        "input_scale": p.input_scale,
     }
     torch.manual_seed(p.train.seed)
-    model = CseNet(p.backbone, p.embed_dim, torch.from_numpy(template.lbo_basis), args["decoder_channels"])
+    model = CseNet(
+        p.backbone, p.embed_dim, torch.from_numpy(template.lbo_basis), args["decoder_channels"], p.input_scale
+    )
     return model, args
 
 
