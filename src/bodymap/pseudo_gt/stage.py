@@ -22,11 +22,11 @@ from pycocotools import mask as mask_utils
 from scipy.spatial import cKDTree
 
 from bodymap.config import Params, PseudoGtParams
+from bodymap.data.coco import CocoGroundTruth, read_coco
 from bodymap.data.images import image_key
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.errors import BodymapError
 from bodymap.eval.accuracy import PointAccumulator
-from bodymap.eval.groundtruth import CocoGroundTruth, read_coco
 from bodymap.io import atomic_dir, read_image, save_npz, write_json, write_run_info
 from bodymap.log import progress
 from bodymap.pseudo_gt.dense import dense_pseudo_gt, nearest_point_fill
@@ -66,7 +66,7 @@ def build_coco_pseudo_gt(
     coco_set: ImageSet, cse_dir: Path, template: BodyTemplate, p: PseudoGtParams, out: Path
 ) -> dict[str, float | None]:
     """Write dense/ and sparse/ GT for every annotated image; score against dense truth when it exists."""
-    coco = read_coco(coco_set.annotations, template)
+    coco = read_coco(coco_set.annotations, template, images_dir=coco_set.root)
     tree = cKDTree(template.vertices)
     quality = None
     truth_dir = coco_set.dense_truth / "gt" if coco_set.dense_truth is not None else None
