@@ -76,16 +76,21 @@ def predict_images(
         writer = PredictionWriter(tmp, template_name=template.name, kind="dense")
         for start in progress(range(0, len(items), batch_size), f"predict {out_dir.name}", logger=log):
             batch = items[start : start + batch_size]
-            names = [entry.key for entry in batch]
-            pixels = np.stack([read_image(entry.path) for entry in batch])
-            image_t = torch.from_numpy(pixels.transpose(0, 3, 1, 2)).float().div(255.0).to(device)
-            cse_t = None
-            if model.uses_cse:
-                maps = [_load_cse_maps(cse_dir, name) for name in names]
-                vertex = torch.from_numpy(np.stack([m[0] for m in maps])).to(device)
-                score = torch.from_numpy(np.stack([m[1] for m in maps])).to(device)
-                cse_t = cse_input(vertex, score, colors)
-            add_decoded(writer, [entry.image_id for entry in batch], model(image_t, cse_t), template, names=names)
+            pixels = [read_image(entry.path) for entry in batch]
+            # Rendered sets share one size; photos of mixed sizes (real COCO) go one at a time, at their own size.
+            groups = [range(len(batch))] if len({p.shape for p in pixels}) == 1 else [[i] for i in range(len(batch))]
+            for group in groups:
+                names = [batch[i].key for i in group]
+                image_t = torch.from_numpy(np.stack([pixels[i] for i in group]).transpose(0, 3, 1, 2)).float()
+                image_t = image_t.div(255.0).to(device)
+                cse_t = None
+                if model.uses_cse:
+                    maps = [_load_cse_maps(cse_dir, name) for name in names]
+                    vertex = torch.from_numpy(np.stack([m[0] for m in maps])).to(device)
+                    score = torch.from_numpy(np.stack([m[1] for m in maps])).to(device)
+                    cse_t = cse_input(vertex, score, colors)
+                ids = [batch[i].image_id for i in group]
+                add_decoded(writer, ids, model(image_t, cse_t), template, names=names)
         writer.close()
     return len(items)
 

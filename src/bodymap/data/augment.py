@@ -56,6 +56,14 @@ def _warp(example: dict[str, np.ndarray], matrix: np.ndarray, size: tuple[int, i
     return out
 
 
+def letterbox(example: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Scale so the long side is `size`, then pad right/bottom to size x size (padding is background)."""
+    h, w = example["image"].shape[:2]
+    scale = size / max(h, w)
+    matrix = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]], np.float64)
+    return _warp(example, matrix, (size, size))
+
+
 def rotate(example: dict[str, np.ndarray], degrees: float) -> dict[str, np.ndarray]:
     """Rotate about the image centre (in-plane camera roll)."""
     h, w = example["image"].shape[:2]

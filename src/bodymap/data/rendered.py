@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bodymap.data.augment import AugmentConfig, augment
+from bodymap.data.augment import AugmentConfig, augment, letterbox
 from bodymap.errors import BodymapError
 from bodymap.io import read_image
 from bodymap.models.inputs import cse_input
@@ -86,6 +86,8 @@ class DenseDataset:
         charts: [V] uint8 template DensePose chart per vertex (per-pixel chart of the GT).
         cse_dirs: matching CSE output directories, or None when the model does not take CSE input.
         augment_config: augmentations applied in `sample`.
+        size: examples of another size (real photos) are scaled so the long side is `size` and padded to a square
+            (labels with nearest-neighbour sampling), so they batch with the rest; None keeps every size.
     """
 
     def __init__(
@@ -95,7 +97,9 @@ class DenseDataset:
         colors: np.ndarray,
         charts: np.ndarray,
         augment_config: AugmentConfig | None = None,
+        size: int | None = None,
     ) -> None:
+        self.size = size
         self.items: list[tuple[Source, str]] = []
         for source in sources:
             self.items += [(source, example_id) for example_id in gt_ids(source.gt)]
@@ -129,7 +133,10 @@ class DenseDataset:
             mask, weight [H,W] float32;
             cse [4,H,W] float32 when CSE inputs are configured.
         """
-        example = augment(self.example(index), self.augment_config, self.symmetry, rng)
+        example = self.example(index)
+        if self.size is not None and example["image"].shape[:2] != (self.size, self.size):
+            example = letterbox(example, self.size)
+        example = augment(example, self.augment_config, self.symmetry, rng)
         out = {
             "image": torch.from_numpy(example["image"].transpose(2, 0, 1).astype(np.float32) / 255.0),
             "vertex": torch.from_numpy(example["vertex"].astype(np.int64)),

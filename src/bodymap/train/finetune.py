@@ -102,6 +102,7 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
                 template.colors,
                 template.chart,
                 augment_config=AugmentConfig(**p.augment.model_dump()),
+                size=params.render.image_size,  # the resolution pretraining saw; photos are letterboxed to it
             )
             model = create_model(pretrained["model_name"], **pretrained["model_args"])
             device = select_device(p.train.device)
