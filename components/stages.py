@@ -97,6 +97,7 @@ def finetune(
     finetune_params: str,
     pseudo_gt_params: str,
     evaluate_params: str,
+    render_params: str,
     model: Output[Model],
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
@@ -109,6 +110,7 @@ def finetune(
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--pseudo-gt": pseudo_gt.path}
     outputs = {"--model-dir": model.path, "--out": evaluation.path, "--metrics": metrics.path, "--plots": curve.path}
     sections = {"finetune": finetune_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    sections["render"] = render_params  # fine-tuning letterboxes photos to the render resolution
     options = {**inputs, "--pretrained": f"{pretrained.path}/{LAST}", **outputs}
     run_stage("finetune", options, sections, metrics, procs=max(gpus, 1))
 

@@ -200,6 +200,7 @@ def build_pipeline(params: Params) -> GraphComponent:
             finetune_params=finetune_params,
             pseudo_gt_params=pseudo_gt_params,
             evaluate_params=evaluate_params,
+            render_params=render_params,
             gpus=finetune_gpus,
         )
         _stage_task(f, "finetune", cluster, training_pod)

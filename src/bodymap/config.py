@@ -210,10 +210,13 @@ class CocoLikeParams(Strict):
 
 
 class VideoParams(Strict):
-    """Sequences of test identities: a walk cycle (`walk_fraction`) or eased key poses every `key_every` frames;
-    `dp_*` points on every `labelled_every`-th frame. 121 frames allow the 120-frame temporal metric."""
+    """Sequences of test identities (`video/`, scored for temporal consistency) and of train identities
+    (`video_train/`, where Slim DensePose's flow propagation makes training labels): a walk cycle (`walk_fraction`)
+    or eased key poses every `key_every` frames; `dp_*` points on every `labelled_every`-th frame. 121 frames allow
+    the 120-frame temporal metric."""
 
     sequences: Count = 2
+    train_sequences: Count = 1
     frames: Annotated[int, Field(ge=2, le=100_000)] = 121
     labelled_every: Annotated[int, Field(ge=1, le=100_000)] = 4
     max_people: People = 2

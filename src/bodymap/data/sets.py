@@ -4,7 +4,8 @@
 |---|---|---|---|
 | train | rendered train split | render/train | render/train/gt |
 | test | rendered test split (held-out identities) | render/test | render/test/gt |
-| video | rendered sequences (PoseTrack-style JSON) | render/video | render/video/gt |
+| video | rendered sequences of test identities (PoseTrack-style JSON) | render/video | render/video/gt |
+| video_train | rendered sequences of train identities (flow-propagated labels) | render/video_train | its gt |
 | coco_train | DensePose-COCO train: real if configured, else coco-like | JSON + image folder | coco-like only |
 | coco_val | DensePose-COCO held-out images, likewise | JSON + image folder | coco-like only |
 
@@ -20,7 +21,7 @@ from bodymap.config import PseudoGtParams
 from bodymap.data.images import ImageEntry, list_images
 from bodymap.errors import BodymapError
 
-SET_NAMES = ("train", "test", "video", "coco_train", "coco_val")
+SET_NAMES = ("train", "test", "video", "video_train", "coco_train", "coco_val")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def pipeline_sets(render: Path, coco: PseudoGtParams) -> dict[str, ImageSet]:
         "train": _rendered("train", render / "train"),
         "test": _rendered("test", render / "test"),
         "video": _rendered("video", render / "video", "video"),
+        "video_train": _rendered("video_train", render / "video_train", "video"),
     }
     for name, ann, images, split in (
         ("coco_train", coco.coco_annotations, coco.coco_images, "train"),

@@ -231,8 +231,9 @@ def run_pseudo_gt(args: argparse.Namespace, params: Params) -> dict[str, float |
         atomic_dir(args.out) as tmp,
     ):
         figures = build_coco_pseudo_gt(sets["coco_train"], args.cse / "coco_train", template, p, tmp)
-        if p.flow.enabled and sets["video"].exists():
-            figures.update(propagate_video(sets["video"].root, args.cse / "video", template, p, tmp))
+        # Labels for training come from train identities only (video_train); the test video stays unseen.
+        if p.flow.enabled and sets["video_train"].exists():
+            figures.update(propagate_video(sets["video_train"].root, args.cse / "video_train", template, p, tmp))
         write_run_info(tmp, "pseudo_gt", p.model_dump(mode="json"))
         tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
     return figures

@@ -26,7 +26,7 @@ class Split:
     """One output split.
 
     Attributes:
-        name: 'train', 'test', 'coco_like/train', 'coco_like/val' or 'video'.
+        name: 'train', 'test', 'coco_like/train', 'coco_like/val', 'video' or 'video_train'.
         code: the split's random stream (item seeds are [seed, code, index]).
         count: images, or sequences for video.
         frames: frames per sequence (video; 0 for stills).
@@ -124,6 +124,18 @@ def build_settings(p: RenderParams) -> RenderSettings:
         Split("coco_like/train", 3, c.train_images, "train", "coco_like/train", "coco_like_dense/train", "jpg", coco),
         Split("coco_like/val", 4, c.val_images, "test", "coco_like/val", "coco_like_dense/val", "jpg", coco),
         Split("video", 5, p.video.sequences, "test", "video", "video", "png", None, p.video.frames),
+        # Training identities in motion: flow-propagated labels for fine-tuning must not come from test people.
+        Split(
+            "video_train",
+            6,
+            p.video.train_sequences,
+            "train",
+            "video_train",
+            "video_train",
+            "png",
+            None,
+            p.video.frames,
+        ),
     )
     s, a, cam = p.shape, p.appearance, p.camera
     return RenderSettings(

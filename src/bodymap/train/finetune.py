@@ -50,7 +50,7 @@ def finetune_sources(p: FinetuneParams, sets: dict[str, ImageSet], cse: Path, ps
     """The training examples of a mode: coco images with sparse or dense labels, plus flow-labelled video frames."""
     sources = [Source(sets["coco_train"].image_dir, pseudo_gt / p.mode, cse / "coco_train")]
     if p.use_flow_labels and (pseudo_gt / "flow").is_dir():
-        sources.append(Source(sets["video"].image_dir, pseudo_gt / "flow", cse / "video"))
+        sources.append(Source(sets["video_train"].image_dir, pseudo_gt / "flow", cse / "video_train"))
     return sources
 
 
