@@ -127,3 +127,22 @@ def test_affine_warp_flow_matches_the_warped_features():
     error = (back - feats)[inner].abs().mean()
     unaligned = (warped_view - feats)[inner].abs().mean()
     assert error < 0.25 * unaligned
+
+
+def test_frame_pairs_carry_estimated_flow_and_validity(template, rendered, tmp_path):
+    from bodymap.data.pairs import FramePairs
+
+    video = rendered / "video_train" if (rendered / "video_train").exists() else rendered / "video"
+    # CSE inputs: use the dense GT as a stand-in CSE output so the pair loader has something to read.
+    cse_dir = tmp_path / "cse"
+    for gt in (video / "gt").rglob("*.npz"):
+        out = cse_dir / gt.relative_to(video / "gt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with np.load(gt) as data:
+            np.savez(out, vertex=data["vertex"], score=(data["vertex"] >= 0).astype(np.float16))
+    pairs = FramePairs(video, cse_dir, template.colors, window=2)
+    assert len(pairs) > 0
+    item = pairs.sample(0)
+    h, w = item["pair_image_a"].shape[1:]
+    assert item["pair_flow"].shape == (h, w, 2) and item["pair_cse_a"].shape == (4, h, w)
+    assert 0.3 < float(item["pair_valid"].mean()) <= 1.0

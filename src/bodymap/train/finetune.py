@@ -2,8 +2,9 @@
 
 mode `none` keeps the pretrained weights; `sparse` trains on the annotated points only (plus silhouettes); `dense`
 trains on the pseudo-GT maps weighted by their confidence. `use_flow_labels` adds video frames labelled by
-Slim DensePose's flow propagation, and `equivariance.weight` > 0 adds the equivariance loss on synthetic warps
-(`tps`: a random similarity warp of the batch) or on video frame pairs (`flow`). Scored on the held-out set.
+Slim DensePose's flow propagation, and `equivariance.weight` > 0 adds the equivariance loss, on video frame pairs
+with estimated flow (`flow`) or on synthetic warps (`tps`: a random similarity warp of the batch), Slim
+DensePose's comparison. Scored on the held-out set.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from bodymap.config import FinetuneParams, Params
 from bodymap.data.augment import AugmentConfig
+from bodymap.data.pairs import FramePairs, WithPairs
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.io import write_json, write_run_info
@@ -55,7 +57,12 @@ def finetune_sources(p: FinetuneParams, sets: dict[str, ImageSet], cse: Path, ps
 
 
 def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
-    """BodyMap's losses, plus the equivariance term on a randomly warped copy of the batch when enabled."""
+    """BodyMap's losses, plus Slim DensePose's equivariance term when `equivariance.weight` > 0.
+
+    warp 'flow': features of video frame t must match those of frame t + k moved back along the estimated flow
+    (the batch carries a frame pair, `bodymap.data.pairs`). warp 'tps': the synthetic baseline, a random
+    similarity warp of the batch's own images with its exact flow.
+    """
     weights = LossWeights.from_params(p.losses)
     eq = p.equivariance
 
@@ -63,16 +70,23 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
         outputs = model(batch["image"], batch.get("cse"))
         total, terms = total_loss(outputs, batch, weights, template, generator)
         if eq.weight > 0:
-            # Synthetic warp (Slim DensePose's TPS/affine baseline): the features of the warped batch must equal
-            # the warped features. Video-pair warps need frame pairs in the batch, which this loader does not draw.
-            b, _, h, w = batch["image"].shape
-            theta, flow = random_affine_flow(b, h, w, generator)
-            grid = torch.nn.functional.affine_grid(theta, (b, 1, h, w), align_corners=True).to(batch["image"].device)
-            warp = lambda x: torch.nn.functional.grid_sample(x, grid, align_corners=True)  # noqa: E731
-            warped = model(warp(batch["image"]), warp(batch["cse"]) if "cse" in batch else None)
-            valid = torch.ones(b, h, w, device=flow.device)
-            features_a, features_b = outputs.color_features, warped.color_features
-            term = equivariance_loss(features_a, features_b, flow.to(features_a.device), valid.to(features_a.device))
+            if eq.warp == "flow":
+                features_a = model(batch["pair_image_a"], batch["pair_cse_a"]).color_features
+                features_b = model(batch["pair_image_b"], batch["pair_cse_b"]).color_features
+                term = equivariance_loss(features_a, features_b, batch["pair_flow"], batch["pair_valid"])
+            else:
+                b, _, h, w = batch["image"].shape
+                theta, flow = random_affine_flow(b, h, w, generator)
+                grid = torch.nn.functional.affine_grid(theta, (b, 1, h, w), align_corners=True).to(
+                    batch["image"].device
+                )
+                warp = lambda x: torch.nn.functional.grid_sample(x, grid, align_corners=True)  # noqa: E731
+                warped = model(warp(batch["image"]), warp(batch["cse"]) if "cse" in batch else None)
+                valid = torch.ones(b, h, w, device=flow.device)
+                device = outputs.color_features.device
+                term = equivariance_loss(
+                    outputs.color_features, warped.color_features, flow.to(device), valid.to(device)
+                )
             total = total + eq.weight * term
             terms["equivariance"] = float(term.detach())
         return total, terms
@@ -104,6 +118,13 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
                 augment_config=AugmentConfig(**p.augment.model_dump()),
                 size=params.render.image_size,  # the resolution pretraining saw; photos are letterboxed to it
             )
+            if p.equivariance.weight > 0 and p.equivariance.warp == "flow":
+                flow = params.pseudo_gt.flow
+                pairs = FramePairs(
+                    sets["video_train"].root, args.cse / "video_train", template.colors, flow.window, flow.method,
+                    flow.max_fb_error_px,
+                )  # fmt: skip
+                dataset = WithPairs(dataset, pairs)
             model = create_model(pretrained["model_name"], **pretrained["model_args"])
             device = select_device(p.train.device)
             result = train(

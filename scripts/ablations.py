@@ -1,0 +1,151 @@
+"""Reproduce the shapes of the papers' ablation tables as DVC experiments, and collect one table.
+
+    .venv/bin/python scripts/ablations.py queue            # queue every experiment (dvc exp run --queue)
+    .venv/bin/dvc exp run --run-all --jobs 1               # run them (each reuses the cached upstream stages)
+    .venv/bin/python scripts/ablations.py table            # collect: ablations.csv and ablations.md
+
+Tables (small scale: the default params, one change each):
+- BodyMap Table 5, backbones: ResNet-18, EfficientNet-B0, U-Net, ViT (default).
+- BodyMap Table 6, losses: classification only, + silhouette, + geodesic, + consistency (default).
+- BodyMap Tables 7-8, fine-tuning: none, sparse points, dense pseudo-GT (default).
+- Slim DensePose Table 6, video: no video labels, + flow-propagated labels, + equivariance on synthetic (TPS-like
+  affine) warps.
+The CSE baseline is a row of its own (from the default run). Run `make run` first so the baseline and the cached
+upstream stages exist. All experiments log to the project's mlflow.db (set MLFLOW_TRACKING_URI to share another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+# name -> (table, row label, --set-param overrides)
+EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
+    "t5-resnet": ("BodyMap T5 backbone", "ResNet-18", ["pretrain.model.name=bodymap_resnet"]),
+    "t5-efficientnet": ("BodyMap T5 backbone", "EfficientNet-B0", ["pretrain.model.name=bodymap_efficientnet"]),
+    "t5-unet": ("BodyMap T5 backbone", "U-Net", ["pretrain.model.name=bodymap_unet"]),
+    "t6-cls": (
+        "BodyMap T6 losses",
+        "cls",
+        ["pretrain.losses.silhouette=0", "pretrain.losses.geodesic=0", "pretrain.losses.consistency=0"],
+    ),
+    "t6-sil": ("BodyMap T6 losses", "+sil", ["pretrain.losses.geodesic=0", "pretrain.losses.consistency=0"]),
+    "t6-geo": ("BodyMap T6 losses", "+geo", ["pretrain.losses.consistency=0"]),
+    "t78-none": ("BodyMap T7-8 fine-tuning", "none", ["finetune.mode=none"]),
+    "t78-sparse": ("BodyMap T7-8 fine-tuning", "sparse", ["finetune.mode=sparse"]),
+    "slim-novideo": ("Slim DensePose T6 video", "no video", ["finetune.use_flow_labels=false"]),
+    "slim-equivariance": (
+        "Slim DensePose T6 video",
+        "+equivariance (synthetic warp)",
+        ["finetune.equivariance.weight=0.1"],
+    ),
+}
+# The default run is the last row of three tables.
+DEFAULT_ROWS = [
+    ("BodyMap T5 backbone", "ViT (default)"),
+    ("BodyMap T6 losses", "+con (default)"),
+    ("BodyMap T7-8 fine-tuning", "dense pseudo-GT (default)"),
+    ("Slim DensePose T6 video", "+flow labels (default)"),
+]
+COLUMNS = {
+    "coco GPSm AP": "bodymap/coco/gpsm_ap",
+    "coco 10 px": "bodymap/coco/window_10px",
+    "coco 10 cm": "bodymap/coco/cm_10",
+    "test GPSm AP": "bodymap/test/gpsm_ap",
+    "test 10 px": "bodymap/test/window_10px",
+    "test 10 cm": "bodymap/test/cm_10",
+}
+
+
+def queue() -> None:
+    for name, (_, _, overrides) in EXPERIMENTS.items():
+        cmd = [DVC, "exp", "run", "--queue", "--name", name]
+        for override in overrides:
+            cmd += ["--set-param", override]
+        print(" ".join(cmd[1:]))
+        subprocess.run(cmd, cwd=ROOT, check=True, env=_env())
+    print(f"queued {len(EXPERIMENTS)} experiments; run them with: dvc exp run --run-all --jobs 1")
+
+
+def _env() -> dict[str, str]:
+    # One tracking store for every experiment workspace, and the venv's `bodymap` on PATH for the stage commands.
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _metrics(entry: dict) -> dict[str, float]:
+    """Flatten the metrics of one `dvc exp show --json` entry."""
+    data = entry.get("data") or {}
+    out: dict[str, float] = {}
+    for file in (data.get("metrics") or {}).values():
+        out.update({k: v for k, v in (file.get("data") or {}).items() if isinstance(v, int | float)})
+    return out
+
+
+def collect() -> list[dict]:
+    """One row per experiment (and the workspace's default run), from `dvc exp show --json`."""
+    result = subprocess.run([DVC, "exp", "show", "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
+    rows: list[dict] = []
+    for baseline in json.loads(result.stdout):
+        candidates = [("workspace", baseline)] if baseline.get("rev") == "workspace" else []
+        for group in baseline.get("experiments") or []:
+            for revision in group.get("revs") or []:
+                candidates.append((revision.get("name") or group.get("name"), revision))
+        for name, entry in candidates:
+            metrics = _metrics(entry)
+            if not metrics:
+                continue
+            if name == "workspace":
+                for table, label in DEFAULT_ROWS:
+                    rows.append({"table": table, "row": label, **{c: metrics.get(k) for c, k in COLUMNS.items()}})
+                cse = {c: metrics.get(k.replace("bodymap/", "cse/")) for c, k in COLUMNS.items()}
+                rows.append({"table": "baseline", "row": "CSE (our init)", **cse})
+            elif name in EXPERIMENTS:
+                table, label, _ = EXPERIMENTS[name]
+                rows.append({"table": table, "row": label, **{c: metrics.get(k) for c, k in COLUMNS.items()}})
+    return rows
+
+
+def markdown(frame) -> str:
+    """A pandas frame as a Markdown table (numbers with one decimal, '–' for missing)."""
+    cells = [
+        [f"{v:.1f}" if isinstance(v, float) and v == v else ("–" if v is None or v != v else str(v)) for v in row]
+        for row in frame.itertuples(index=False)
+    ]
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+
+
+def table() -> None:
+    import pandas as pd
+
+    rows = collect()
+    if not rows:
+        raise SystemExit("no metrics found: run `make run`, then queue and run the experiments")
+    order = [t for t, *_ in EXPERIMENTS.values()] + ["baseline"]
+    frame = pd.DataFrame(rows)
+    frame["order"] = frame["table"].map({t: i for i, t in enumerate(dict.fromkeys(order))})
+    frame = frame.sort_values(["order"], kind="stable").drop(columns="order")
+    frame.to_csv(ROOT / "ablations.csv", index=False, float_format="%.2f")
+    (ROOT / "ablations.md").write_text(markdown(frame))
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("queue", "table"))
+    args = parser.parse_args()
+    queue() if args.action == "queue" else table()
+
+
+if __name__ == "__main__":
+    main()
