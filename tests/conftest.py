@@ -29,6 +29,16 @@ except ImportError:  # pragma: no cover
 requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA GPU")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run small tensors on one thread: on a shared 2-core machine, two OpenMP threads that wait on each other made a
+    0.3 s forward/backward take 15 s; the results do not depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _template_key() -> str:
     digest = hashlib.sha256(TEST_TEMPLATE_PARAMS.model_dump_json().encode())
     for path in [*sorted((ROOT / "src/bodymap/template").glob("*.py")), ROOT / "src/bodymap/raycast.py"]:

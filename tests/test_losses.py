@@ -23,17 +23,9 @@ from bodymap.losses import (
 )
 from bodymap.models import BodyMapOutput, create_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 COLORS = torch.tensor([[10, 20, 30], [200, 100, 0], [10, 100, 255]])  # a 3-vertex toy colour code
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Run these small tensors on one thread: on a shared 2-core machine, two OpenMP threads that wait on each other
-    made a 0.3 s forward/backward take 15 s; the results do not depend on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _one_hot_logits(colors: torch.Tensor, scale: float) -> torch.Tensor:

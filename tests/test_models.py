@@ -26,18 +26,10 @@ from bodymap.models import (
     params_overrides,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL_MODELS = list_models(include_large=False)
 TINY_VIT = {"depth": 2, "out_indices": [0, 1], "features": 16}  # behaviour tests need no full-size network
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Run these small tensors on one thread: on a shared 2-core machine, two OpenMP threads that wait on each other
-    made a 0.3 s forward/backward take 15 s; the results do not depend on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _inputs(b: int = 2, h: int = 40, w: int = 56, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Pipeline paths several stage commands read, with one help text each (`add_stage_inputs`).
+STAGE_INPUTS = {
+    "template": "template artifact directory (`bodymap template --out`)",
+    "render": "render stage output directory",
+    "cse": "cse_init outputs (one subdirectory per image set)",
+    "pseudo_gt": "pseudo_gt outputs (dense/, sparse/, flow/)",
+}
+
+
+def add_stage_inputs(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add required `--template`, `--render`, `--cse`, `--pseudo-gt` path options (those named)."""
+    for name in names:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=STAGE_INPUTS[name])
+
+
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")

@@ -48,6 +48,28 @@ _KERNELS: dict[str, object] = {}
 
 
 def _compile_kernels(wp) -> None:
+    @wp.func
+    def store_hit(
+        tid: int,
+        hit: bool,
+        face: int,
+        u: float,
+        v: float,
+        t: float,
+        face_out: wp.array(dtype=wp.int32),
+        bary_out: wp.array(dtype=wp.vec3),
+        t_out: wp.array(dtype=wp.float32),
+    ):
+        # Misses are face -1 with zero barycentrics and distance.
+        if hit:
+            face_out[tid] = face
+            bary_out[tid] = wp.vec3(u, v, 1.0 - u - v)
+            t_out[tid] = t
+        else:
+            face_out[tid] = -1
+            bary_out[tid] = wp.vec3(0.0, 0.0, 0.0)
+            t_out[tid] = 0.0
+
     @wp.kernel
     def cast(
         mesh: wp.uint64,
@@ -60,14 +82,7 @@ def _compile_kernels(wp) -> None:
     ):
         tid = wp.tid()
         query = wp.mesh_query_ray(mesh, origins[tid], directions[tid], max_t)
-        if query.result:
-            face_out[tid] = query.face
-            bary_out[tid] = wp.vec3(query.u, query.v, 1.0 - query.u - query.v)
-            t_out[tid] = query.t
-        else:
-            face_out[tid] = -1
-            bary_out[tid] = wp.vec3(0.0, 0.0, 0.0)
-            t_out[tid] = 0.0
+        store_hit(tid, query.result, query.face, query.u, query.v, query.t, face_out, bary_out, t_out)
 
     @wp.kernel
     def pinhole(
@@ -93,14 +108,7 @@ def _compile_kernels(wp) -> None:
         # OpenCV camera: x right, y down, z forward; t is measured along the unit ray.
         d = wp.normalize(cam_to_world * wp.vec3((px - cx) / fx, (py - cy) / fy, 1.0))
         query = wp.mesh_query_ray(mesh, origin, d, max_t)
-        if query.result:
-            face_out[tid] = query.face
-            bary_out[tid] = wp.vec3(query.u, query.v, 1.0 - query.u - query.v)
-            t_out[tid] = query.t
-        else:
-            face_out[tid] = -1
-            bary_out[tid] = wp.vec3(0.0, 0.0, 0.0)
-            t_out[tid] = 0.0
+        store_hit(tid, query.result, query.face, query.u, query.v, query.t, face_out, bary_out, t_out)
 
     @wp.kernel
     def closest(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bodymap.cli import add_stage_inputs
 from bodymap.config import CseParams, Params
 from bodymap.cse.infer import infer_split, load_cse_model
 from bodymap.cse.loss import foreground_loss, soft_embedding_loss
@@ -31,8 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
-    parser.add_argument("--render", type=Path, required=True, help="render stage output directory")
+    add_stage_inputs(parser, "template", "render")
     parser.add_argument("--model-dir", type=Path, required=True, help="where the CSE checkpoint goes")
     parser.add_argument("--out", type=Path, required=True, help="CSE outputs, one subdirectory per image set")
     parser.add_argument("--metrics", type=Path, default=None, help="training figures and baseline metrics (JSON)")

@@ -21,6 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.spatial import cKDTree
 
+from bodymap.cli import add_stage_inputs
 from bodymap.config import Params, PseudoGtParams
 from bodymap.data.coco import CocoGroundTruth, read_coco
 from bodymap.data.images import image_key
@@ -38,9 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
-    parser.add_argument("--render", type=Path, required=True, help="render stage output (coco-like split, video)")
-    parser.add_argument("--cse", type=Path, required=True, help="cse_init outputs")
+    add_stage_inputs(parser, "template", "render", "cse")
     parser.add_argument("--out", type=Path, required=True, help="pseudo-GT output directory")
     parser.add_argument("--metrics", type=Path, default=None, help="quality and propagation figures (JSON)")
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bodymap.cli import add_stage_inputs
 from bodymap.config import Params, RegisterParams
 from bodymap.cse.infer import load_cse_model
 from bodymap.errors import BodymapError
@@ -30,7 +31,7 @@ TEMPLATE_FILES = ("template.npz", "template.json")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="fine-tuned checkpoint directory (last.pt)")
     parser.add_argument("--cse-model", type=Path, required=True, help="CSE checkpoint")
-    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
+    add_stage_inputs(parser, "template")
     parser.add_argument("--metrics", type=Path, required=True, help="the evaluate stage's metrics (JSON)")
     parser.add_argument("--out", type=Path, required=True, help="decision record (JSON)")
 

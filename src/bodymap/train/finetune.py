@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from bodymap.cli import add_stage_inputs
 from bodymap.config import FinetuneParams, Params
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.pairs import FramePairs, WithPairs
@@ -37,10 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
-    parser.add_argument("--render", type=Path, required=True, help="render stage output (coco-like split, video)")
-    parser.add_argument("--cse", type=Path, required=True, help="cse_init outputs")
-    parser.add_argument("--pseudo-gt", type=Path, required=True, help="pseudo_gt outputs (dense/, sparse/, flow/)")
+    add_stage_inputs(parser, "template", "render", "cse", "pseudo_gt")
     parser.add_argument("--pretrained", type=Path, required=True, help="pretrain checkpoint")
     parser.add_argument("--model-dir", type=Path, required=True, help="fine-tuned checkpoint directory")
     parser.add_argument("--out", type=Path, required=True, help="held-out predictions and evaluation outputs")

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from bodymap.cli import add_stage_inputs
 from bodymap.config import AugmentParams, Params, PretrainParams
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
@@ -27,9 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", type=Path, required=True, help="template artifact directory")
-    parser.add_argument("--render", type=Path, required=True, help="render stage output directory")
-    parser.add_argument("--cse", type=Path, required=True, help="cse_init outputs (one subdirectory per set)")
+    add_stage_inputs(parser, "template", "render", "cse")
     parser.add_argument("--model-dir", type=Path, required=True, help="checkpoint directory (last.pt)")
     parser.add_argument("--out", type=Path, required=True, help="test-split predictions and evaluation outputs")
     parser.add_argument("--metrics", type=Path, default=None, help="test-split metrics (JSON, DVC metrics)")
