@@ -317,3 +317,43 @@ def test_mlflow_server_logs_to_s3_and_serves_the_registered_model(mlflow_server,
     stored = Storage().list_keys("s3://bodymap/mlflow")
     assert any(key.endswith("config/resolved.yaml") for key in stored)
     assert any("MLmodel" in key for key in stored), "the logged model's files live on the store"
+
+
+def test_stage_commands_read_and_write_s3_paths(aws_env, tmp_path):
+    """Any command takes s3:// paths: inputs are fetched first, outputs uploaded after (what multi-node training
+    pods and cluster pipeline steps do with the pipeline's artifact URIs)."""
+    import sys
+
+    import yaml
+
+    from bodymap.storage import Storage
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_template import _write_custom_template
+
+    storage = Storage()
+    storage.ensure_bucket("stage")
+    mesh, charts = _write_custom_template(tmp_path)
+    params = tmp_path / "params.yaml"
+    template = {"source": "mesh", "lbo_k": 8, "mesh": {"path": str(mesh), "charts": str(charts)}}
+    params.write_text(yaml.safe_dump({"template": template}))
+    storage.upload_file(params, "s3://stage/config/params.yaml")
+
+    def bodymap(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "bodymap.cli", *args]
+        return subprocess.run(command, env=aws_env, capture_output=True, text=True, timeout=300)
+
+    # An s3:// input: the file is fetched before the command reads it.
+    checked = bodymap("params", "check", "s3://stage/config/params.yaml")
+    assert checked.returncode == 0 and "ok" in checked.stdout, checked.stderr[-2000:]
+    # s3:// outputs: a directory and a file, uploaded after the stage succeeds.
+    built = bodymap(
+        "template", "--params", "s3://stage/config/params.yaml", "-q",
+        "--out", "s3://stage/template", "--metrics", "s3://stage/metrics/template.json",
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    keys = storage.list_keys("s3://stage/template")
+    assert "template/template.npz" in keys and "template/geodesics.npy" in keys
+    assert storage.exists("s3://stage/metrics/template.json")
+    missing = bodymap("params", "check", "s3://stage/config/nothing.yaml")
+    assert missing.returncode == 2 and "no objects under this prefix" in missing.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 from bodymap.config import Params, load_params
 from bodymap.errors import BodymapError
 from bodymap.log import setup_logging
+from bodymap.remote import staged_paths
 
 log = logging.getLogger("bodymap")
 
@@ -100,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
     try:
-        params = None if getattr(args._module, "OWN_PARAMS", False) else resolve_params(args.params, args.overrides)
-        code = args._module.main(args, params)
+        # s3:// inputs are fetched and s3:// outputs uploaded around the command (bodymap.remote).
+        with staged_paths(argv) as local_argv:
+            if local_argv is not argv:
+                args = parser.parse_args(local_argv)
+            own = getattr(args._module, "OWN_PARAMS", False)
+            params = None if own else resolve_params(args.params, args.overrides)
+            code = args._module.main(args, params)
     except BodymapError as exc:
         print(f"bodymap {args.command}: error: {exc}", file=sys.stderr)
         return 2
