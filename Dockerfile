@@ -25,11 +25,16 @@ ENV VIRTUAL_ENV=/opt/venv \
 # The locked dependencies first, in a layer that changes only with requirements.lock (a stub package stands in for
 # the sources), then the project itself. `.[pipeline]`: kfp and the Kubernetes client, which components and the
 # training-job launcher need; the dev tools stay out.
+# The locked torch 2.14.1 is a CUDA 13 build (sm_75 and newer). V100 nodes (sm_70) need a build that still targets
+# them, from PyTorch's own index (the lock's `torch==2.14.1` admits its local versions, e.g. +cu126):
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 ...
+ARG TORCH_INDEX_URL=
 WORKDIR /opt/bodymap/build
 COPY pyproject.toml requirements.lock README.md ./
 RUN python3.11 -m venv "$VIRTUAL_ENV" \
  && mkdir -p src/bodymap && touch src/bodymap/__init__.py \
- && pip install --no-cache-dir -c requirements.lock ".[pipeline]" \
+ && pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+      -c requirements.lock ".[pipeline]" \
  && pip uninstall -y bodymap \
  && rm -rf src
 COPY src ./src

@@ -283,7 +283,7 @@ class CseParams(Strict):
     embed_weight: NonNegFloat = 1.0
     foreground_weight: NonNegFloat = 1.0
     flip_probability: Probability = 0.5
-    vertex_chunk: PositiveInt = 4096
+    vertex_chunk: PositiveInt = 16384
     # Sized for the 2-core default run (~3 minutes); real scale is tens of thousands of steps on GPUs.
     train: TrainParams = TrainParams(steps=300, lr=5e-3, warmup_steps=20)
 

@@ -50,7 +50,7 @@ def infer_split(
     out_dir: Path,
     template_name: str,
     device: torch.device,
-    vertex_chunk: int = 4096,
+    vertex_chunk: int = 16384,
     batch_size: int = 8,
 ) -> int:
     """Run CSE on every image of a set; write `<key>.npz` + `predictions.json` into out_dir atomically.
