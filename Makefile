@@ -27,7 +27,8 @@ run: $(STAMP)
 		if BODYMAP_PIPELINE_RUN_ID=$$run_id dvc repro; then bodymap tracking end $$run_id; \
 		else bodymap tracking end $$run_id --status FAILED; exit 1; fi; \
 	fi
-	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+	@cat data/evaluation/report/report.md metrics/register.json
+	@echo "all metrics: .venv/bin/dvc metrics show; plots: .venv/bin/dvc plots show; runs: .venv/bin/mlflow ui"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

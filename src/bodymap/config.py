@@ -369,7 +369,7 @@ class EquivarianceParams(Strict):
 
 class FinetuneParams(Strict):
     mode: Literal["none", "sparse", "dense"] = "dense"
-    use_flow_labels: bool = True
+    use_flow_labels: bool = False
     losses: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
     equivariance: EquivarianceParams = EquivarianceParams()
