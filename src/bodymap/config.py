@@ -348,6 +348,8 @@ class FlowParams(Strict):
     window: PositiveInt = 3
     method: Literal["dis", "farneback"] = "dis"
     max_fb_error_px: PositiveFloat = 5.0
+    # A moved point must land where the CSE model's foreground score is at least this; 0 trusts the flow check alone.
+    min_foreground: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
 class PseudoGtParams(Strict):

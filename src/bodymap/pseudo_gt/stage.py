@@ -182,7 +182,9 @@ def propagate_video(
             truth_path = video / "gt" / f"{image_key(coco.file_names[j])}.npz"
             truth = np.load(truth_path)["vertex"] if truth_path.exists() else None
             for xy, vertex in people:
-                moved, keep = propagate_points(xy, forward, backward, p.flow.max_fb_error_px, target_score > 0.5)
+                moved, keep = propagate_points(
+                    xy, forward, backward, p.flow.max_fb_error_px, target_score >= p.flow.min_foreground
+                )
                 proposed += len(xy)
                 kept += int(keep.sum())
                 labels.setdefault(j, []).append((moved[keep], vertex[keep]))
