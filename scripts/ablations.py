@@ -8,8 +8,8 @@ Tables (small scale: the default params, one change each):
 - BodyMap Table 5, backbones: ResNet-18, EfficientNet-B0, U-Net, ViT (default).
 - BodyMap Table 6, losses: classification only, + silhouette, + geodesic, + consistency (default).
 - BodyMap Tables 7-8, fine-tuning: none, sparse points, dense pseudo-GT (default).
-- Slim DensePose Table 6, video: no video labels, + flow-propagated labels, + equivariance on synthetic (TPS-like
-  affine) warps.
+- Slim DensePose Table 6, video: no video labels (default), + flow-propagated labels, + equivariance on real video
+  motion (flow pairs), + equivariance on synthetic (TPS-like affine) warps.
 The CSE baseline is a row of its own (from the default run). Run `make run` first so the baseline and the cached
 upstream stages exist. All experiments log to the project's mlflow.db (set MLFLOW_TRACKING_URI to share another).
 """
@@ -40,11 +40,16 @@ EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
     "t6-geo": ("BodyMap T6 losses", "+geo", ["pretrain.losses.consistency=0"]),
     "t78-none": ("BodyMap T7-8 fine-tuning", "none", ["finetune.mode=none"]),
     "t78-sparse": ("BodyMap T7-8 fine-tuning", "sparse", ["finetune.mode=sparse"]),
-    "slim-novideo": ("Slim DensePose T6 video", "no video", ["finetune.use_flow_labels=false"]),
+    "slim-flow": ("Slim DensePose T6 video", "+flow-propagated labels", ["finetune.use_flow_labels=true"]),
     "slim-equivariance": (
         "Slim DensePose T6 video",
-        "+equivariance (synthetic warp)",
+        "+equivariance (video flow pairs)",
         ["finetune.equivariance.weight=0.1"],
+    ),
+    "slim-equivariance-tps": (
+        "Slim DensePose T6 video",
+        "+equivariance (synthetic warp)",
+        ["finetune.equivariance.weight=0.1", "finetune.equivariance.warp=tps"],
     ),
 }
 # The default run is the last row of three tables.
@@ -52,7 +57,7 @@ DEFAULT_ROWS = [
     ("BodyMap T5 backbone", "ViT (default)"),
     ("BodyMap T6 losses", "+con (default)"),
     ("BodyMap T7-8 fine-tuning", "dense pseudo-GT (default)"),
-    ("Slim DensePose T6 video", "+flow labels (default)"),
+    ("Slim DensePose T6 video", "no video labels (default)"),
 ]
 COLUMNS = {
     "coco GPSm AP": "bodymap/coco/gpsm_ap",
