@@ -173,3 +173,46 @@ def test_dvc_stage_graph_is_the_design_order():
         assert stage["cmd"].split()[:2] == ["bodymap", name]
         assert all(p == name or p.split(".")[0] in STAGES for p in stage.get("params", []))
     assert dvc_hashes([Path("nothing")], ROOT / "no-such.lock") == {}
+
+
+# Modules that move bytes, parse arguments, log or validate, and never change a stage's numbers: a change to them
+# need not re-run the pipeline. Everything else a stage imports must be in its DVC deps.
+PLUMBING = {"cli", "config", "errors", "io", "log", "remote", "storage", "tracking"}
+
+
+def _bodymap_imports(module: str) -> set[str]:
+    """Top-level bodymap modules/packages `module` imports, followed transitively (static, from the source)."""
+    import ast
+
+    def source(name: str) -> Path | None:
+        path = ROOT / "src" / Path(*name.split("."))
+        for candidate in (path / "__init__.py", path.with_suffix(".py")):
+            if candidate.exists():
+                return candidate
+        return None
+
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or source(name) is None:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(source(name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("bodymap"):
+                todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names if alias.name.startswith("bodymap")]
+            parts = name.split(".")
+            todo += [".".join(parts[:i]) for i in range(2, len(parts))]  # parent packages' __init__
+    return {name.split(".")[1] for name in seen if name.count(".") >= 1}
+
+
+def test_dvc_deps_cover_the_code_each_stage_imports():
+    from bodymap.cli import COMMANDS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        deps = {Path(d).stem for d in stage["deps"] if d.startswith("src/bodymap/")}
+        needed = _bodymap_imports(COMMANDS[name][0]) - PLUMBING
+        assert needed <= deps, f"dvc.yaml: stage {name}: deps miss src/bodymap/{sorted(needed - deps)}"

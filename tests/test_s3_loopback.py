@@ -311,11 +311,11 @@ def test_mlflow_server_logs_to_s3_and_serves_the_registered_model(mlflow_server,
     assert result["artifact_uri"].startswith("mlflow-artifacts:")
     assert result["params"] == {"lr": "0.1", "steps": "5", "hidden": "8"}
     assert len(result["loss_history"]) == 5 and result["loss_history"][-1] < result["loss_history"][0]
-    assert result["artifacts"] == ["config/resolved.yaml"]
-    assert result["alias_version"] == result["version"] == "1"
+    assert result["artifacts"] == ["config/loopback.yaml"]
+    assert result["promoted"] and result["alias_version"] == result["version"] == "1"
     assert result["max_abs_diff"] < 1e-6
     stored = Storage().list_keys("s3://bodymap/mlflow")
-    assert any(key.endswith("config/resolved.yaml") for key in stored)
+    assert any(key.endswith("config/loopback.yaml") for key in stored)
     assert any("MLmodel" in key for key in stored), "the logged model's files live on the store"
 
 

@@ -361,6 +361,7 @@ class PseudoGtParams(Strict):
     coco_val_images: str | None = None
     correction_sigma_px: PositiveFloat = 6.0
     max_correction_m: PositiveFloat = 0.15
+    pictures: NonNegInt = 6
     flow: FlowParams = FlowParams()
 
 

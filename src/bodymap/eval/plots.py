@@ -155,8 +155,36 @@ def sparse_sample(
     return np.concatenate(panels, axis=1)
 
 
+def vertex_maps_sample(
+    image: np.ndarray,
+    points: tuple[np.ndarray, np.ndarray],
+    maps: list[tuple[str, np.ndarray]],
+    colors: np.ndarray,
+) -> np.ndarray:
+    """[H', (1 + len(maps)) W', 3] uint8: the image with labelled points ([K, 2] x, y and [K] vertices) drawn in
+    their colour code, then each named [H, W] vertex map in the colour code."""
+    height = image.shape[0]
+    scale = _scale(height)
+    radius = max(1, round(min(image.shape[:2]) * scale / 200))
+    left = _up(image, scale).copy()
+    xy, vertex = points
+    for (px, py), v in zip((xy * scale).astype(int).tolist(), vertex.tolist(), strict=True):
+        cv2.circle(left, (px, py), radius + 1, (0, 0, 0), -1)
+        cv2.circle(left, (px, py), radius, tuple(int(c) for c in colors[v]), -1)
+    panels = [_label(left, "points")] + [_label(_up(colourise(m, colors), scale), name) for name, m in maps]
+    return np.concatenate(panels, axis=1)
+
+
 def save_sample(path: Path, rgb: np.ndarray) -> None:
     write_image(path, rgb)
 
 
-__all__ = ["colourise", "dense_sample", "save_sample", "sparse_sample", "write_pr_csv", "write_pr_curves"]
+__all__ = [
+    "colourise",
+    "dense_sample",
+    "save_sample",
+    "sparse_sample",
+    "vertex_maps_sample",
+    "write_pr_csv",
+    "write_pr_curves",
+]

@@ -28,6 +28,7 @@ from bodymap.data.images import image_key
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.errors import BodymapError
 from bodymap.eval.accuracy import PointAccumulator
+from bodymap.eval.plots import save_sample, vertex_maps_sample
 from bodymap.io import atomic_dir, read_image, save_npz, write_json, write_run_info
 from bodymap.log import progress
 from bodymap.pseudo_gt.dense import dense_pseudo_gt, nearest_point_fill
@@ -90,6 +91,7 @@ def build_coco_pseudo_gt(
         sparse = np.full((h, w), -1, np.int32)
         sparse_fill = np.full((h, w), -1, np.int32)
         mask = np.zeros((h, w), bool)
+        all_points: list[tuple[np.ndarray, np.ndarray]] = []
         for g in range(coco.gt_start[i], coco.gt_start[i + 1]):
             if coco.ignore[g] or coco.iscrowd[g]:
                 continue
@@ -119,6 +121,7 @@ def build_coco_pseudo_gt(
             px = np.clip(xy[:, 0].astype(int), 0, w - 1)
             py = np.clip(xy[:, 1].astype(int), 0, h - 1)
             sparse[py, px] = vertex
+            all_points.append((xy, vertex))
             mask |= silhouette
             people += 1
         save_npz(out / "dense" / f"{name}.npz", vertex=dense, weight=weight, mask=mask.astype(np.uint8))
@@ -128,6 +131,7 @@ def build_coco_pseudo_gt(
             weight=np.ones((h, w), np.float32),
             mask=mask.astype(np.uint8),
         )
+        truth = None
         if quality is not None:
             truth_path = truth_dir / f"{name}.npz"
             with np.load(truth_path) as data:
@@ -137,6 +141,12 @@ def build_coco_pseudo_gt(
             cse_on_people = np.where(mask, cse_vertex, -1)
             for key, pred in (("pseudo_gt", dense), ("cse", cse_on_people), ("sparse", sparse_fill)):
                 quality[key].add(xs, ys, v, template.chart[v], pred)
+        if i < p.pictures and all_points:
+            maps = [("CSE", np.where(mask, cse_vertex, -1)), ("nearest point", sparse_fill), ("pseudo-GT", dense)]
+            maps += [("truth", np.where(mask, truth, -1))] if truth is not None else []
+            points = tuple(np.concatenate(a) for a in zip(*all_points, strict=True))
+            image = read_image(coco_set.root / coco.file_names[i])
+            save_sample(out / "pictures" / f"{name}.png", vertex_maps_sample(image, points, maps, template.colors))
     figures: dict[str, float | None] = {"images": float(coco.num_images), "people": float(people)}
     if quality is not None:
         for key, acc in quality.items():
@@ -237,6 +247,8 @@ def run_pseudo_gt(args: argparse.Namespace, params: Params) -> dict[str, float |
             figures.update(propagate_video(sets["video_train"].root, args.cse / "video_train", template, p, tmp))
         write_run_info(tmp, "pseudo_gt", p.model_dump(mode="json"))
         tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
+        if (tmp / "pictures").is_dir():
+            tracker.log_artifact(tmp / "pictures")
     return figures
 
 

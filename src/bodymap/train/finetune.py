@@ -148,6 +148,7 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
             metrics["train_seconds"] = round(seconds, 1)
             metrics["examples"] = 0 if p.mode == "none" else len(dataset)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+            tracker.log_artifact(args.out / "evaluation")
             write_run_info(args.model_dir, "finetune", p.model_dump(mode="json"), pretrained=str(args.pretrained))
     teardown()
     return metrics
