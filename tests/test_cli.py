@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,13 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_help_lists_commands():
+    from bodymap.cli import COMMANDS
+    from bodymap.config import STAGES
+
     result = run_cli("--help")
     assert result.returncode == 0
-    assert "params" in result.stdout
+    listed = set(re.findall(r"^ {4}(\w+)", result.stdout, flags=re.MULTILINE))
+    assert set(STAGES) | {"params", "predict"} <= listed <= set(COMMANDS)
 
 
 def test_params_check_accepts_defaults():
