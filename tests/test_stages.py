@@ -199,9 +199,18 @@ def test_register_promotes_the_first_version_and_loads_by_alias(work: Work, eval
     )  # fmt: skip
     record = work.metrics("register")
     assert record["version"] == "1" and record["promoted"] and "first version" in record["reason"]
-    # `bodymap predict` runs straight from the registry alias.
-    photo = sorted((work.render / "test" / "images").glob("*.png"))[0]
-    work.run("predict", str(photo), "--model", "models:/bodymap@champion", "--out", "predicted")
-    with np.load(work.root / "predicted" / f"{photo.stem}_vertex.npz") as data:
-        assert data["vertex"].shape == (96, 96)
-    assert (work.root / "predicted" / f"{photo.stem}_overlay.png").exists()
+    # `bodymap predict` runs straight from the registry alias, on a render and on a real photograph of a person
+    # (Grace Hopper, a public-domain portrait that ships with matplotlib), at the photo's own size.
+    import matplotlib
+
+    render = sorted((work.render / "test" / "images").glob("*.png"))[0]
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    work.run("predict", str(render), str(photo), "--model", "models:/bodymap@champion", "--out", "predicted")
+    with np.load(work.template / "template.npz") as data:
+        num_vertices = len(data["vertices"])
+    for path, shape in ((render, (96, 96)), (photo, (600, 512))):
+        with np.load(work.root / "predicted" / f"{path.stem}_vertex.npz") as data:
+            assert data["vertex"].shape == shape
+            assert data["vertex"].min() >= -1 and data["vertex"].max() < num_vertices
+        assert (work.root / "predicted" / f"{path.stem}_overlay.png").exists()
+        assert (work.root / "predicted" / f"{path.stem}_correspondence.png").exists()

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from toy_training import ToyData, toy_loss, toy_model
+from toy_training import TOY_CONFIG, ToyData, toy_loss, toy_model
 
 from bodymap.errors import BodymapError
 from bodymap.train import TrainConfig, load_checkpoint, train
 from bodymap.train.loop import cosine_with_warmup
 
-CONFIG = TrainConfig(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, checkpoint_every=4, log_every=2, device="cpu")
+CONFIG = TOY_CONFIG
 
 
 def test_loss_falls_and_checkpoint_holds_everything(tmp_path):
@@ -46,6 +47,29 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     resumed = toy_model()
     train(resumed, ToyData(), toy_loss, CONFIG, tmp_path / "run", "toy", {})
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    """A real kill: the process dies with whatever it held in memory; only the atomically written checkpoint is left."""
+    reference = toy_model()
+    train(reference, ToyData(), toy_loss, CONFIG, tmp_path / "ref", "toy", {})
+    script = [sys.executable, str(Path(__file__).with_name("kill_script.py")), str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BODYMAP_TRACKING": "0"}
+    process = subprocess.Popen([*script, "--hang-at", "6"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout.readline().strip() == "hanging"  # past the step-4 checkpoint, before the next
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last.pt"]  # no half-written files
+    done = subprocess.run(script, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
+    resumed = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert resumed["step"] == 12
+    for (name, a), b in zip(reference.state_dict().items(), resumed["model"].values(), strict=True):
         assert torch.equal(a, b), name
 
 

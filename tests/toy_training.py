@@ -6,6 +6,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from bodymap.train import TrainConfig
+
+# 12 steps, a checkpoint every 4: what the resume tests interrupt.
+TOY_CONFIG = TrainConfig(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, checkpoint_every=4, log_every=2, device="cpu")
+
 
 class ToyData:
     """y = x @ w_true + noise; `sample` adds per-sample noise from the RNG it is given (like an augmentation)."""
