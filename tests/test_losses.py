@@ -214,6 +214,24 @@ def test_total_loss_skips_disabled_terms_and_is_reproducible(template) -> None:
     assert logged["total"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_silhouette_is_supervised_on_the_background_of_pseudo_gt(template) -> None:
+    # Pseudo-GT labels have zero correspondence confidence off the people; the silhouette must still learn there,
+    # or fine-tuning teaches "everything is a person" (IoU AP fell to 0 before `mask_weight` split the two).
+    tt = TemplateTensors.from_template(template)
+    batch = _batch(template)
+    batch["weight"] = batch["mask"].clone()
+    everywhere = _peaked(batch["vertex"], tt.colors)
+    everywhere = BodyMapOutput(
+        color_logits=everywhere.color_logits, silhouette=torch.full_like(everywhere.silhouette, 20)
+    )
+    weights = LossWeights(classification=0.0, geodesic=0.0, consistency=0.0)
+    _, logged = total_loss(everywhere, batch, weights, tt)
+    assert logged["silhouette"] > 0.5  # 40 of 120 pixels are the person
+    batch["mask_weight"] = batch["mask"].clone()  # a label that knows nothing of the background
+    _, logged = total_loss(everywhere, batch, weights, tt)
+    assert logged["silhouette"] < 1e-3
+
+
 def test_total_loss_trains_a_real_model_end_to_end(template) -> None:
     torch.manual_seed(0)
     tt = TemplateTensors.from_template(template)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 _LABELS = ("vertex", "cse_vertex")
-_CONTINUOUS = ("mask", "weight", "cse_score")
+_CONTINUOUS = ("mask", "mask_weight", "weight", "cse_score")
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,10 @@ class DenseDataset:
             "vertex": vertex,
             "mask": gt["mask"].astype(np.float32) if "mask" in gt else (vertex >= 0).astype(np.float32),
             "weight": gt["weight"].astype(np.float32) if "weight" in gt else np.ones(vertex.shape, np.float32),
+            # Where the silhouette is known: everywhere unless the labels exclude regions (crowds, unlabelled people).
+            "mask_weight": (
+                gt["mask_weight"].astype(np.float32) if "mask_weight" in gt else np.ones(vertex.shape, np.float32)
+            ),
         }
         if source.cse is not None:
             example.update(load_cse(source.cse / f"{example_id}.npz"))
@@ -130,7 +134,7 @@ class DenseDataset:
 
         Returns:
             image [3,H,W] float32 in [0,1]; vertex [H,W] int64 (-1 bg); chart [H,W] int64 (0 bg);
-            mask, weight [H,W] float32;
+            mask, weight (correspondence confidence), mask_weight (silhouette supervision) [H,W] float32;
             cse [4,H,W] float32 when CSE inputs are configured.
         """
         example = self.example(index)
@@ -145,6 +149,7 @@ class DenseDataset:
             ),
             "mask": torch.from_numpy(example["mask"].astype(np.float32)),
             "weight": torch.from_numpy(example["weight"].astype(np.float32)),
+            "mask_weight": torch.from_numpy(example["mask_weight"].astype(np.float32)),
         }
         if "cse_vertex" in example:
             vertex, score = torch.from_numpy(example["cse_vertex"]), torch.from_numpy(example["cse_score"])

@@ -145,7 +145,9 @@ def _terms(
     terms: dict[str, torch.Tensor] = {}
 
     if weights.silhouette > 0:
-        terms["silhouette"] = soft_iou_loss(outputs.silhouette, batch["mask"], confidence)
+        # The silhouette is supervised wherever it is known (`mask_weight`), background included; `weight` is the
+        # confidence of the correspondence labels, zero off the people in pseudo-GT, so it must not gate this term.
+        terms["silhouette"] = soft_iou_loss(outputs.silhouette, batch["mask"], batch.get("mask_weight"))
     if weights.classification == 0 and weights.geodesic == 0 and weights.consistency == 0:
         return terms
 

@@ -91,9 +91,11 @@ def build_coco_pseudo_gt(
         sparse = np.full((h, w), -1, np.int32)
         sparse_fill = np.full((h, w), -1, np.int32)
         mask = np.zeros((h, w), bool)
+        unknown = np.zeros((h, w), bool)  # crowds and ignored people: neither person nor background
         all_points: list[tuple[np.ndarray, np.ndarray]] = []
         for g in range(coco.gt_start[i], coco.gt_start[i + 1]):
             if coco.ignore[g] or coco.iscrowd[g]:
+                unknown |= mask_utils.decode(coco.rles[g]).astype(bool)
                 continue
             silhouette = mask_utils.decode(coco.rles[g]).astype(bool)
             if not silhouette.any():
@@ -124,12 +126,20 @@ def build_coco_pseudo_gt(
             all_points.append((xy, vertex))
             mask |= silhouette
             people += 1
-        save_npz(out / "dense" / f"{name}.npz", vertex=dense, weight=weight, mask=mask.astype(np.uint8))
+        mask_weight = (~unknown | mask).astype(np.float32)
+        save_npz(
+            out / "dense" / f"{name}.npz",
+            vertex=dense,
+            weight=weight,
+            mask=mask.astype(np.uint8),
+            mask_weight=mask_weight,
+        )
         save_npz(
             out / "sparse" / f"{name}.npz",
             vertex=sparse,
             weight=np.ones((h, w), np.float32),
             mask=mask.astype(np.uint8),
+            mask_weight=mask_weight,
         )
         truth = None
         if quality is not None:
