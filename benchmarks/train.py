@@ -23,13 +23,19 @@ from pathlib import Path
 
 import torch
 
+from bodymap.config import load_params
 from bodymap.models import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import _batch, _loss_fn  # the synthetic batch and losses of benchmarks/models.py
 
-# name -> (training size, batch): the default trains at 128 px on 2 cores; ViT-L at the paper's 512 px, batch 1.
-CONFIGS = {"bodymap_vit": (128, 8), "bodymap_vit_large": (512, 1)}
+# name -> (training size, batch): the default as `pretrain` trains it (params.yaml's render size and batch size);
+# ViT-L at the paper's 512 px, batch 1.
+_PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+CONFIGS = {
+    "bodymap_vit": (_PARAMS.render.image_size, _PARAMS.pretrain.train.batch_size),
+    "bodymap_vit_large": (512, 1),
+}
 
 
 def _peak_mb() -> float:
