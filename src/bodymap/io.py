@@ -112,6 +112,18 @@ def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int | None = No
         tmp.write_bytes(buf.tobytes())
 
 
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; raise BodymapError naming the file (and `what` it holds) when unreadable or not JSON."""
+    from bodymap.errors import BodymapError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise BodymapError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise BodymapError(f"{path}: not valid JSON ({exc})") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3]; raise BodymapError naming the file when it is unreadable."""
     import cv2

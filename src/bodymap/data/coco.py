@@ -27,6 +27,7 @@ from scipy.ndimage import zoom
 
 from bodymap.densepose import CHART_KAPPA, DEFAULT_KAPPA
 from bodymap.errors import BodymapError, input_error
+from bodymap.io import read_json
 from bodymap.template import BodyTemplate
 
 log = logging.getLogger(__name__)
@@ -216,12 +217,7 @@ def read_coco(path: str | Path, template: BodyTemplate, images_dir: str | Path |
         images_dir: when given, every image's `file_name` must exist under it.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise BodymapError(f"{path}: cannot read the annotations ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise BodymapError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, "the annotations")
     if not isinstance(data, dict):
         raise input_error(path, None, None, "expected a COCO JSON object with images and annotations")
     for name in ("images", "annotations"):

@@ -16,7 +16,6 @@ Vertex ids index the template's vertices; `template` in the index must name the 
 
 from __future__ import annotations
 
-import json
 import logging
 import zipfile
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from bodymap.errors import BodymapError, input_error
-from bodymap.io import save_npz, write_json
+from bodymap.errors import input_error
+from bodymap.io import read_json, save_npz, write_json
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +149,7 @@ class PredictionSet:
         """Read and check `predictions.json`; `template_name`, when given, must match the index's `template`."""
         directory = Path(directory)
         path = directory / INDEX
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise BodymapError(f"{path}: cannot read the prediction index ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise BodymapError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path, "the prediction index")
         if not isinstance(data, dict):
             raise input_error(path, None, None, "expected a JSON object with template, kind and images")
         for field in ("template", "kind", "images"):
