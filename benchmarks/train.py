@@ -27,7 +27,7 @@ from bodymap.config import load_params
 from bodymap.models import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import _batch, _loss_fn  # the synthetic batch and losses of benchmarks/models.py
+from models import _batch, _loss_fn, _median_ms  # the synthetic batch, losses and timer of benchmarks/models.py
 
 # name -> (training size, batch): the default as `pretrain` trains it (params.yaml's render size and batch size);
 # ViT-L at the paper's 512 px, batch 1.
@@ -92,15 +92,14 @@ def worker(name: str, size: int, batch: int, steps: int, template_dir: str | Non
     model.eval()
     for infer_size in (256, 512):
         x = {k: v.to(dev) for k, v in _batch(1, infer_size, num_vertices).items()}
-        laps = []
-        with torch.no_grad():
-            for _ in range(3):
-                start = time.perf_counter()
-                model(x["image"], x["cse"])
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                laps.append(time.perf_counter() - start)
-        row[f"infer_ms_{infer_size}"] = 1000.0 * statistics.median(laps[1:])
+
+        @torch.no_grad()
+        def infer(x: dict[str, torch.Tensor] = x) -> None:
+            model(x["image"], x["cse"])
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        row[f"infer_ms_{infer_size}"] = _median_ms(infer, repeats=2)
     return row
 
 

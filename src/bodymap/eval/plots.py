@@ -108,6 +108,12 @@ def _up(rgb: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1) if scale > 1 else rgb
 
 
+def _dot(panel: np.ndarray, centre: tuple[int, int], radius: int, colour: tuple[int, ...]) -> None:
+    """A filled dot with a black rim, readable on any background."""
+    cv2.circle(panel, centre, radius + 1, (0, 0, 0), -1)
+    cv2.circle(panel, centre, radius, colour, -1)
+
+
 def dense_sample(
     image: np.ndarray | None, gt: np.ndarray, pred: np.ndarray, error: np.ndarray, colors: np.ndarray
 ) -> np.ndarray:
@@ -146,9 +152,7 @@ def sparse_sample(
     right = left.copy()
     centres = zip((x * scale + scale // 2).tolist(), (y * scale + scale // 2).tolist(), strict=True)
     for (px, py), v, ok in zip(centres, gt_vertex.tolist(), correct.tolist(), strict=True):
-        colour = tuple(int(c) for c in colors[max(v, 0)])
-        cv2.circle(left, (px, py), radius + 1, (0, 0, 0), -1)
-        cv2.circle(left, (px, py), radius, colour, -1)
+        _dot(left, (px, py), radius, tuple(int(c) for c in colors[max(v, 0)]))
         cv2.circle(middle, (px, py), radius, (0, 0, 0), 1)
         cv2.circle(right, (px, py), radius + 1, (0, 170, 0) if ok else (220, 0, 0), -1)
     panels = [_label(left, "GT points"), _label(middle, "prediction"), _label(right, "within 10 cm")]
@@ -169,8 +173,7 @@ def vertex_maps_sample(
     left = _up(image, scale).copy()
     xy, vertex = points
     for (px, py), v in zip((xy * scale).astype(int).tolist(), vertex.tolist(), strict=True):
-        cv2.circle(left, (px, py), radius + 1, (0, 0, 0), -1)
-        cv2.circle(left, (px, py), radius, tuple(int(c) for c in colors[v]), -1)
+        _dot(left, (px, py), radius, tuple(int(c) for c in colors[v]))
     panels = [_label(left, "points")] + [_label(_up(colourise(m, colors), scale), name) for name, m in maps]
     return np.concatenate(panels, axis=1)
 
