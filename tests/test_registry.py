@@ -195,16 +195,17 @@ def _bodymap_imports(module: str) -> set[str]:
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or source(name) is None:
+        path = source(name) if name not in seen else None
+        if path is None:
             continue
         seen.add(name)
-        for node in ast.walk(ast.parse(source(name).read_text())):
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(2, len(parts))]  # parent packages' __init__
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("bodymap"):
                 todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.Import):
                 todo += [alias.name for alias in node.names if alias.name.startswith("bodymap")]
-            parts = name.split(".")
-            todo += [".".join(parts[:i]) for i in range(2, len(parts))]  # parent packages' __init__
     return {name.split(".")[1] for name in seen if name.count(".") >= 1}
 
 
