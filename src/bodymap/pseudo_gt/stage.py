@@ -92,7 +92,6 @@ def build_coco_pseudo_gt(
         sparse_fill = np.full((h, w), -1, np.int32)
         mask = np.zeros((h, w), bool)
         unknown = np.zeros((h, w), bool)  # crowds and ignored people: neither person nor background
-        all_points: list[tuple[np.ndarray, np.ndarray]] = []
         for g in range(coco.gt_start[i], coco.gt_start[i + 1]):
             if coco.ignore[g] or coco.iscrowd[g]:
                 unknown |= mask_utils.decode(coco.rles[g]).astype(bool)
@@ -123,7 +122,6 @@ def build_coco_pseudo_gt(
             px = np.clip(xy[:, 0].astype(int), 0, w - 1)
             py = np.clip(xy[:, 1].astype(int), 0, h - 1)
             sparse[py, px] = vertex
-            all_points.append((xy, vertex))
             mask |= silhouette
             people += 1
         mask_weight = (~unknown | mask).astype(np.float32)
@@ -141,6 +139,7 @@ def build_coco_pseudo_gt(
             mask=mask.astype(np.uint8),
             mask_weight=mask_weight,
         )
+        cse_on_people = np.where(mask, cse_vertex, -1)
         truth = None
         if quality is not None:
             truth_path = truth_dir / f"{name}.npz"
@@ -148,13 +147,13 @@ def build_coco_pseudo_gt(
                 truth = data["vertex"].astype(np.int32)
             ys, xs = np.nonzero(mask & (truth >= 0))
             v = truth[ys, xs]
-            cse_on_people = np.where(mask, cse_vertex, -1)
             for key, pred in (("pseudo_gt", dense), ("cse", cse_on_people), ("sparse", sparse_fill)):
                 quality[key].add(xs, ys, v, template.chart[v], pred)
-        if i < p.pictures and all_points:
-            maps = [("CSE", np.where(mask, cse_vertex, -1)), ("nearest point", sparse_fill), ("pseudo-GT", dense)]
+        if i < p.pictures and (sparse >= 0).any():
+            labelled_y, labelled_x = np.nonzero(sparse >= 0)
+            maps = [("CSE", cse_on_people), ("nearest point", sparse_fill), ("pseudo-GT", dense)]
             maps += [("truth", np.where(mask, truth, -1))] if truth is not None else []
-            points = tuple(np.concatenate(a) for a in zip(*all_points, strict=True))
+            points = (np.stack([labelled_x, labelled_y], axis=1) + 0.5, sparse[labelled_y, labelled_x])
             image = read_image(coco_set.root / coco.file_names[i])
             save_sample(out / "pictures" / f"{name}.png", vertex_maps_sample(image, points, maps, template.colors))
     figures: dict[str, float | None] = {"images": float(coco.num_images), "people": float(people)}
