@@ -6,7 +6,8 @@
 
 Tables (small scale: the default params, one change each):
 - BodyMap Table 5, backbones: ResNet-18, EfficientNet-B0, U-Net, ViT (default).
-- BodyMap Table 6, losses: classification only, + silhouette, + geodesic, + consistency (default).
+- BodyMap Table 6, losses: classification only, + silhouette, + geodesic, + consistency (default), and the default
+  with Gaussian colour targets (3 cm) instead of the paper's one-hot ones.
 - BodyMap Tables 7-8, fine-tuning: none, sparse points, dense pseudo-GT (default).
 - Slim DensePose Table 6, video: no video labels (default), + flow-propagated labels, + equivariance on real video
   motion (flow pairs), + equivariance on synthetic (TPS-like affine) warps.
@@ -38,6 +39,11 @@ EXPERIMENTS: dict[str, tuple[str, str, list[str]]] = {
     ),
     "t6-sil": ("BodyMap T6 losses", "+sil", ["pretrain.losses.geodesic=0", "pretrain.losses.consistency=0"]),
     "t6-geo": ("BodyMap T6 losses", "+geo", ["pretrain.losses.consistency=0"]),
+    "t6-soft": (
+        "BodyMap T6 losses",
+        "+con, Gaussian colour targets (3 cm)",
+        ["pretrain.losses.label_sigma_cm=3", "finetune.losses.label_sigma_cm=3"],
+    ),
     "t78-none": ("BodyMap T7-8 fine-tuning", "none", ["finetune.mode=none"]),
     "t78-sparse": ("BodyMap T7-8 fine-tuning", "sparse", ["finetune.mode=sparse"]),
     "slim-flow": ("Slim DensePose T6 video", "+flow-propagated labels", ["finetune.use_flow_labels=true"]),

@@ -15,9 +15,11 @@ from bodymap.losses import (
     classification_loss,
     consistency_loss,
     geodesic_loss,
+    pixel_classification_loss,
     pixel_weights,
     sample_pixels,
     soft_iou_loss,
+    soft_targets,
     total_loss,
     vertex_log_probs,
 )
@@ -83,6 +85,44 @@ def test_classification_without_labels_is_zero_and_differentiable() -> None:
     loss = classification_loss(logits, vertex, COLORS, pixel_weights(vertex, None, chart_weight_table(1, 1)))
     loss.backward()
     assert loss.item() == 0.0 and (logits.grad == 0).all()
+
+
+def test_soft_targets_are_gaussians_peaked_at_the_gt_value() -> None:
+    target = torch.tensor([[100, 0, 255]])
+    soft = soft_targets(target, torch.tensor([2.0, 0.0, 5.0]), 256)  # (1, 3, 256)
+    assert torch.allclose(soft.sum(-1), torch.ones(1, 3))
+    assert soft.argmax(-1).tolist() == [[100, 0, 255]]
+    assert soft[0, 1, 0] == 1.0  # sigma 0: one-hot
+    assert soft[0, 0, 98] == pytest.approx(soft[0, 0, 102].item()) and soft[0, 0, 98] > soft[0, 0, 97]
+
+
+def test_soft_classification_is_zero_at_its_target_and_prefers_near_misses() -> None:
+    target = torch.tensor([[120, 60, 200]])
+    sigma = torch.tensor([3.0, 3.0, 3.0])
+    weight = torch.ones(1)
+    exact = soft_targets(target, sigma, 256).clamp_min(1e-30).log()  # finite logits
+    assert pixel_classification_loss(exact, target, weight, sigma).item() == pytest.approx(0.0, abs=1e-5)
+    near = _one_hot_logits(target + 2, 10.0)  # (1, 3, 256) peaked 2 values off
+    far = _one_hot_logits((target + 128) % 256, 10.0)  # peaked 128 values off
+    soft = pixel_classification_loss(near, target, weight, sigma), pixel_classification_loss(far, target, weight, sigma)
+    assert soft[0] < soft[1]
+    # One-hot cross-entropy cannot tell the two apart: that is what the soft targets are for.
+    assert pixel_classification_loss(near, target, weight).item() == pytest.approx(
+        pixel_classification_loss(far, target, weight).item()
+    )
+    logits = torch.zeros(1, 3, 256, requires_grad=True)
+    pixel_classification_loss(logits, target, weight, sigma).backward()
+    for c in range(3):
+        assert logits.grad[0, c, target[0, c]] < 0  # raise the GT value ...
+        assert logits.grad[0, c, target[0, c] + 1] < 0  # ... and its neighbours
+        assert logits.grad[0, c, (target[0, c] + 100) % 256] > 0  # lower values far from it
+
+
+def test_soft_targets_width_follows_the_surface_scale_of_each_channel() -> None:
+    vertices = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.5]])
+    colors = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    tensors = TemplateTensors(colors, geodesics=None, vertices=vertices)
+    assert tensors.values_per_metre.tolist() == pytest.approx([255.0, 127.5, 510.0])
 
 
 # ---------------------------------------------------------------------------------------------------- silhouette

@@ -10,6 +10,7 @@ from bodymap.losses.classification import (
     classification_loss,
     pixel_classification_loss,
     pixel_weights,
+    soft_targets,
 )
 from bodymap.losses.geodesic import consistency_loss, geodesic_loss, sample_pixels, vertex_log_probs
 from bodymap.losses.silhouette import soft_iou_loss
@@ -26,6 +27,7 @@ __all__ = [
     "pixel_weights",
     "sample_pixels",
     "soft_iou_loss",
+    "soft_targets",
     "total_loss",
     "vertex_log_probs",
 ]
