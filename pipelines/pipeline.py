@@ -132,6 +132,15 @@ def _gpus_on_request(task: dsl.PipelineTask, stage: str, gpus: PipelineChannel, 
     kubernetes.add_toleration_json(task, where.outputs["tolerations"])
 
 
+def _training_task(
+    task: dsl.PipelineTask, stage: str, cluster: ClusterParams, size: tuple[str, str], gpus: PipelineChannel
+) -> None:
+    """A stage that trains in its own pod (cse_init, finetune): the stage basics, /dev/shm, `gpus` on request."""
+    _stage_task(task, stage, cluster, size)
+    _shm(task, cluster)
+    _gpus_on_request(task, stage, gpus, cluster)
+
+
 def build_pipeline(params: Params) -> GraphComponent:
     """The pipeline for one cluster shape (`params.cluster`), its run parameters defaulting to `params`' sections."""
     cluster = params.cluster
@@ -171,9 +180,7 @@ def build_pipeline(params: Params) -> GraphComponent:
             evaluate_params=evaluate_params,
             gpus=cse_init_gpus,
         )
-        _stage_task(c, "cse_init", cluster, training_pod)
-        _shm(c, cluster)
-        _gpus_on_request(c, "cse_init", cse_init_gpus, cluster)
+        _training_task(c, "cse_init", cluster, training_pod, cse_init_gpus)
         data["cse"] = c.outputs["cse"]
 
         g = pseudo_gt(**data, pseudo_gt_params=pseudo_gt_params)
@@ -203,9 +210,7 @@ def build_pipeline(params: Params) -> GraphComponent:
             render_params=render_params,
             gpus=finetune_gpus,
         )
-        _stage_task(f, "finetune", cluster, training_pod)
-        _shm(f, cluster)
-        _gpus_on_request(f, "finetune", finetune_gpus, cluster)
+        _training_task(f, "finetune", cluster, training_pod, finetune_gpus)
 
         e = evaluate(
             **data, model=f.outputs["model"], evaluate_params=evaluate_params, pseudo_gt_params=pseudo_gt_params
