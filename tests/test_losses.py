@@ -121,7 +121,7 @@ def test_soft_classification_is_zero_at_its_target_and_prefers_near_misses() -> 
 def test_soft_targets_width_follows_the_surface_scale_of_each_channel() -> None:
     vertices = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.5]])
     colors = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
-    tensors = TemplateTensors(colors, geodesics=None, vertices=vertices)
+    tensors = TemplateTensors(colors, vertices, geodesics=None)
     assert tensors.values_per_metre.tolist() == pytest.approx([255.0, 127.5, 510.0])
 
 

@@ -66,33 +66,27 @@ class TemplateTensors:
 
     Args:
         colors: [V, 3] uint8 colour code (`BodyTemplate.colors`).
+        vertices: [V, 3] rest-pose positions, metres (they give `values_per_metre`, for soft colour targets).
         geodesics: the template's geodesic lookup (rows are read on the CPU, then moved to `device`).
         device: where the loss tensors live.
-        vertices: [V, 3] rest-pose positions, metres; with them `values_per_metre` is known (soft colour targets).
     """
 
     def __init__(
-        self,
-        colors: np.ndarray,
-        geodesics: Geodesics,
-        device: torch.device | str = "cpu",
-        vertices: np.ndarray | None = None,
+        self, colors: np.ndarray, vertices: np.ndarray, geodesics: Geodesics, device: torch.device | str = "cpu"
     ) -> None:
         self.device = torch.device(device)
         self.colors = torch.as_tensor(np.asarray(colors), dtype=torch.int64, device=self.device)  # (V, 3)
         # Colour values per metre of rest-pose coordinate, per channel: the code scales each axis to 0..255
-        # (`bodymap.template.charts.colour_code`), so the ratio of ranges is its slope.
-        self.values_per_metre: torch.Tensor | None = None
-        if vertices is not None:
-            span = np.ptp(np.asarray(vertices, np.float64), axis=0).clip(1e-9)
-            self.values_per_metre = torch.as_tensor(np.ptp(np.asarray(colors, np.float64), axis=0) / span).float()
+        # (`bodymap.template.charts.colour_code`), so the ratio of ranges is its slope. [3] float32, on the CPU.
+        span = np.ptp(np.asarray(vertices, np.float64), axis=0).clip(1e-9)
+        self.values_per_metre = torch.as_tensor(np.ptp(np.asarray(colors, np.float64), axis=0) / span).float()
         self.geodesics = geodesics
         # Built like `BodyTemplate.decode_colors`'s tree, so decoding here gives the same vertices (ties included).
         self._colour_tree = cKDTree(np.asarray(colors).astype(np.float32))
 
     @classmethod
     def from_template(cls, template: BodyTemplate, device: torch.device | str = "cpu") -> TemplateTensors:
-        return cls(template.colors, template.geodesics, device, vertices=template.vertices)
+        return cls(template.colors, template.vertices, template.geodesics, device)
 
     @property
     def num_vertices(self) -> int:
@@ -179,11 +173,7 @@ def _terms(
         table = chart_weight_table(weights.hand_weight, weights.head_weight, device)
         chart_weight = table[chart[b, y, x].long().clamp(0, 24)] if chart is not None else 1.0
         target = template.colors[gt_vertex]  # (L, 3)
-        sigma = None
-        if weights.label_sigma_cm > 0:
-            if template.values_per_metre is None:
-                raise ValueError("soft colour targets (label_sigma_cm > 0) need TemplateTensors built with vertices")
-            sigma = template.values_per_metre * (weights.label_sigma_cm / 100.0)  # (3,) colour values
+        sigma = template.values_per_metre * (weights.label_sigma_cm / 100.0) if weights.label_sigma_cm > 0 else None
         terms["classification"] = pixel_classification_loss(logits, target, pixel_confidence * chart_weight, sigma)
 
     if weights.geodesic > 0 or weights.consistency > 0:
