@@ -19,7 +19,7 @@ def template(template_params: str, template: Output[Dataset], metrics: Output[Me
 
 @component()
 def render(template: Input[Dataset], render_params: str, render: Output[Dataset], metrics: Output[Metrics]):
-    """Render synthetic clothed people with exact dense GT: train/test, the coco-like split and video."""
+    """Render synthetic clothed people with exact dense GT: train/val/test, the coco-like splits and video."""
     options = {"--template": template.path, "--out": render.path, "--metrics": metrics.path}
     run_stage("render", options, {"render": render_params}, metrics)
 

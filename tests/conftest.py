@@ -68,17 +68,19 @@ TEST_RENDER_PARAMS = {
     "image_size": 96,
     "identities": 8,
     "train_images": 16,
+    "val_images": 4,
     "test_images": 6,
     "workers": 1,
     "contact_sheet": 4,
-    "coco_like": {"train_images": 6, "val_images": 4},
+    "coco_like": {"train_images": 6, "val_images": 4, "test_images": 4},
     "video": {"sequences": 1, "frames": 13, "labelled_every": 4},
 }
 
 
 @pytest.fixture(scope="session")
 def rendered(template_dir: Path, request: pytest.FixtureRequest) -> Path:
-    """Root of a tiny render of the test template (96x96; 16 train, 6 test, coco-like 6 + 4, one 13-frame video).
+    """Root of a tiny render of the test template (96x96; 16 train, 4 val, 6 test, coco-like 6 + 4 + 4, a 13-frame
+    video).
 
     Cached between local runs under pytest's cache, keyed by the render and template code; treat it as read-only.
     """

@@ -1,18 +1,30 @@
 """DensePose AP / AR (GPS, GPSm, mask IoU): perfect predictions, the GPS formula, matching and ignore rules, and
-agreement with the literal loop implementation (`bodymap.eval.reference`)."""
+agreement with the literal loop implementation (`tests/eval_reference.py`)."""
 
 from __future__ import annotations
 
 import copy
 
+import eval_reference as reference
 import numpy as np
 import pytest
-from eval_toys import instance_of, instances, load, neighbour_table, noisy, random_detections, random_scenes
+from eval_toys import (
+    instance_of,
+    instances,
+    load,
+    neighbour_table,
+    noisy,
+    random_detections,
+    random_scenes,
+    write_dense_predictions,
+)
 
-from bodymap.eval import reference
+from bodymap.eval import EvalSettings, evaluate_set, load_ground_truth
 from bodymap.eval.densepose_ap import MODES, THRESHOLDS, evaluate_ap, gps_matrices, match, similarities
+from bodymap.eval.evaluate import gt_box_detections
 from bodymap.eval.groundtruth import KAPPA
-from bodymap.eval.toydata import ToyPeople, annotate, coco_document
+from bodymap.eval.predictions import PredictionSet, dense_to_instances
+from bodymap.eval.toydata import ToyPeople, annotate, coco_document, write_split
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +182,41 @@ def test_vectorised_ap_equals_the_loop_reference(people, template, tmp_path):
     for i, table_ in enumerate(reference.gps(coco, dets, template.geodesics)):
         np.testing.assert_allclose(got.sims.gps[i], table_, atol=1e-12)
     assert 5 < got.metrics()["gps_ap"] < 95  # a non-trivial case
+
+
+def test_gt_box_ap_measures_correspondences_apart_from_instance_splitting(people, template, tmp_path):
+    """Two overlapping people predicted perfectly as one whole-image map: connected components merge them into one
+    detection (end-to-end AP far from 100), while given the GT boxes every point is right (GPS AP 100). The mask in
+    a GT box also holds the other person's pixels, so GPSm given the boxes stays under 100."""
+    scene = people.scene((170, 150), [("front", 150, 10, 10), ("back", 150, 50, 15)])
+    coco = load(tmp_path, template, _doc(template, [scene], points=60))
+    score = np.where(scene.vertex >= 0, 0.9, 0.0).astype(np.float32)
+    merged = dense_to_instances(scene.vertex, None, score).ranked(20)
+    assert len(merged) == 1
+    end_to_end = evaluate_ap(coco, [merged], template.geodesics).metrics()
+    given = evaluate_ap(coco, [gt_box_detections(coco, 0, scene.vertex, score)], template.geodesics).metrics()
+    assert end_to_end["gps_ap"] < 60.0
+    assert given["gps_ap"] == pytest.approx(100.0)
+    assert end_to_end["gpsm_ap"] < given["gpsm_ap"] < 100.0
+
+
+def test_kappa_switch_uses_one_global_kappa(people, template, tmp_path):
+    scene = people.scene((150, 120), [("front", 140, 20, 5)])
+    write_split(tmp_path / "split", [scene], template, points=80)
+    table = neighbour_table(template, k=40, seed=3)
+    pred = np.where(scene.vertex >= 0, table[np.maximum(scene.vertex, 0)], -1)
+    predictions = write_dense_predictions(tmp_path / "pred", template, [pred])
+    gt = load_ground_truth("coco", tmp_path / "split" / "annotations.json", template=template)
+    sets = PredictionSet.open(predictions, num_vertices=template.num_vertices, template_name=template.name)
+    per_part, global_kappa = (
+        evaluate_set(ground_truth=gt, predictions=sets, template=template, settings=EvalSettings(kappa=k))
+        for k in ("per_part", "global")
+    )
+    v = gt.coco.vertex
+    dist = template.geodesics.pair(v, pred[gt.coco.point_pixels[1], gt.coco.point_pixels[0]]).astype(np.float64)
+    gps = []
+    for result, kappa in ((per_part, gt.coco.kappa), (global_kappa, 0.255)):
+        expected = np.mean(np.exp(-(dist**2) / (2 * np.asarray(kappa) ** 2)))
+        gps.append(result.ap.sims.gps[0][0, 0])
+        assert gps[-1] == pytest.approx(expected, rel=1e-9)
+    assert abs(gps[0] - gps[1]) > 1e-3

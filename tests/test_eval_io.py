@@ -71,9 +71,10 @@ def test_prediction_writer_round_trip(tmp_path, template, split):
     writer.add_instances(1, inst.boxes, inst.scores, list(inst.maps))
     writer.close()
     preds = PredictionSet.open(tmp_path, num_vertices=template.num_vertices, template_name=template.name)
-    ranked, image_map = preds.read(preds.by_id[1], scene.shape, max_detections=20, min_pixels=0)
-    np.testing.assert_array_equal(image_map, scene.vertex)
-    np.testing.assert_array_equal(ranked.boxes, inst.boxes)
+    view = preds.read(preds.by_id[1], scene.shape, max_detections=20, min_pixels=0)
+    np.testing.assert_array_equal(view.vertex, scene.vertex)
+    np.testing.assert_array_equal(view.ranked.boxes, inst.boxes)
+    np.testing.assert_array_equal(view.score, np.where(scene.vertex >= 0, 1.0, 0.0))  # instances scored 1.0
 
 
 def _error(call) -> str:
@@ -216,10 +217,13 @@ def test_bodymap_evaluate_command_compares_models_on_several_sets(tmp_path, temp
     assert metrics == json.loads((out / "metrics.json").read_text())
     for key in ("gps_ap", "gpsm_ap", "iou_ap", "gpsm_ap50", "iou_arl", "window_10px", "cm_10", "window_10px_hands"):
         assert f"bodymap/synthetic/{key}" in metrics
-    for key in ("gps_ap", "gpsm_ap", "iou_ap", "window_5px", "window_20px", "cm_5", "cm_20"):
+    for key in ("gps_ap", "gpsm_ap", "iou_ap", "gtbox_gps_ap", "gtbox_iou_ap", "window_5px", "window_20px", "cm_5"):
         assert metrics[f"bodymap/synthetic/{key}"] == 100.0
-        assert metrics[f"bodymap/coco/{key}"] == 100.0
         assert metrics[f"cse/synthetic/{key}"] < 100.0
+    for key in ("gps_ap", "gpsm_ap", "iou_ap", "gtbox_gps_ap", "cm_5", "cm_20"):
+        assert metrics[f"bodymap/coco/{key}"] == 100.0
+    assert metrics["bodymap/coco/window_10px"] is None  # sparse points only: no window figure
+    assert metrics["bodymap/synthetic/window_scaled_5px"] == 100.0
     assert metrics["bodymap/video/temporal_k1"] == 100.0 and metrics["bodymap/video/temporal_k3"] == 100.0
     assert metrics["bodymap/video/temporal_k12"] is None  # 5 frames: no pair 12 apart
     assert metrics["bodymap/synthetic/points"] > metrics["bodymap/coco/points"]  # dense vs 40 points per person

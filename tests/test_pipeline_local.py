@@ -81,15 +81,16 @@ def test_whole_pipeline_runs_locally(tmp_path, monkeypatch):
         assert (run_dir / task / "executor_output.json").is_file(), task
 
     metrics = run.outputs["Output"]  # the pipeline's output: the evaluate stage's metrics
-    for model in ("bodymap", "cse"):
-        for name in ("test", "coco", "video"):
+    for model in ("bodymap", "cse", "constant", "random"):
+        for name in ("val", "test", "coco_val", "coco_test", "video"):
             assert f"{model}/{name}/gpsm_ap" in metrics.metadata, (model, name)
+        for name in ("test", "coco_test_dense", "video"):
             assert f"{model}/{name}/window_10px" in metrics.metadata, (model, name)
     assert "bodymap/video/temporal_k1" in metrics.metadata
     full = json.loads(Path(metrics.path).read_text())
     assert set(metrics.metadata) < set(full)  # the KFP metrics are the headline; the file keeps every number
 
-    assert (run_dir / "evaluate" / "report").read_text().startswith("# BodyMap vs CSE")
+    assert (run_dir / "evaluate" / "report").read_text().startswith("# BodyMap vs CSE, beside the trivial floors")
     decision = json.loads((run_dir / "register" / "decision").read_text())
     assert decision["version"] == "1" and decision["promoted"] is True  # the first version becomes champion
     assert (tmp_path / "mlflow.db").is_file()

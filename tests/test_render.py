@@ -30,7 +30,7 @@ SIZE = 96
 def renderer(template) -> Renderer:
     # Every outfit kind appears among 8 identities with these odds (skirts and robes included).
     odds = OutfitOdds(trousers=0.3, skirt=0.3, robe=0.2)
-    identities, _, _ = sample_identities(3, 8, 0.25, ShapeRanges(), odds)
+    identities, _ = sample_identities(3, 8, 0.125, 0.25, ShapeRanges(), odds)
     return Renderer(template, identities, SIZE, device="cpu")
 
 

@@ -28,9 +28,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.
 CLI = [sys.executable, "-m", "bodymap.cli", "render"]
 SPLITS = {  # annotations directory -> dense GT directory
     "train": "train",
+    "val": "val",
     "test": "test",
     "coco_like/train": "coco_like_dense/train",
     "coco_like/val": "coco_like_dense/val",
+    "coco_like/test": "coco_like_dense/test",
     "video": "video",
 }
 
@@ -64,7 +66,8 @@ def test_layout_and_dense_gt_format(rendered):
     assert all(p.suffix == ".jpg" for p in (rendered / "coco_like" / "train" / "images").iterdir())
     manifest = json.loads((rendered / "manifest.json").read_text())
     assert manifest["params_hash"] and manifest["seed"] == 0
-    assert set(manifest["train_identities"]).isdisjoint(manifest["test_identities"])
+    pools = [set(manifest[f"{name}_identities"]) for name in ("train", "val", "test")]
+    assert all(pools) and sum(len(p) for p in pools) == len(set.union(*pools)) == len(manifest["identities"])
 
 
 def test_pycocotools_loads_every_json_and_decodes_every_rle(rendered):

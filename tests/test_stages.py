@@ -80,14 +80,15 @@ def test_cse_init_trains_infers_every_set_and_scores_the_baseline(work: Work, cs
     with open(work.root / "plots" / "cse_loss.csv") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
     assert len(losses) == 6 and losses[-1] < losses[0]
-    for name in ("train", "test", "video", "coco_train", "coco_val"):
+    for name in ("train", "val", "test", "video", "coco_train", "coco_val", "coco_test"):
         index = json.loads((cse / name / "predictions.json").read_text())
         assert index["kind"] == "dense" and index["images"]
         with np.load(cse / name / index["images"][0]["file"]) as data:
             assert data["vertex"].dtype == np.int32 and data["embedding"].shape[0] == 16
     metrics = work.metrics("cse_init")
-    for key in ("cse/test/gpsm_ap", "cse/test/cm_10", "trivial/test/cm_10", "cse/coco/gps_ap", "cse/test/window_10px"):
+    for key in ("cse/val/gpsm_ap", "cse/test/cm_10", "constant/test/cm_10", "random/val/window_10px"):
         assert key in metrics
+    assert "cse/coco_val/gps_ap" in metrics and "cse/test/window_scaled_10px" in metrics
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,9 @@ def test_pretrain_command_trains_checkpoints_and_scores_the_test_split(work: Wor
     state = torch.load(pretrained, weights_only=False)
     assert state["step"] == 6 and state["model_name"] == "bodymap_vit" and "pretrain" in state["params"]
     metrics = work.metrics("pretrain")
-    assert {"bodymap/test/gpsm_ap", "bodymap/test/window_10px", "bodymap/test/cm_10"} <= set(metrics)
+    assert {"bodymap/val/gpsm_ap", "bodymap/test/gpsm_ap", "bodymap/test/window_10px", "bodymap/val/cm_10"} <= set(
+        metrics
+    )
     with open(work.root / "plots" / "pretrain_loss.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 4, 6]
@@ -168,7 +171,9 @@ def test_finetune_dense_mode_trains_on_pseudo_gt_and_scores_held_out_coco(work: 
     state = torch.load(finetuned, weights_only=False)
     assert state["step"] == 4 and state["params"]["finetune"]["mode"] == "dense"
     metrics = work.metrics("finetune")
-    assert {"bodymap/coco/gpsm_ap", "bodymap/coco/window_10px", "bodymap/coco_dense/cm_10"} <= set(metrics)
+    keys = {"bodymap/coco_val/gpsm_ap", "bodymap/coco_val_dense/window_10px", "bodymap/val/cm_10"}
+    assert keys <= set(metrics)
+    assert metrics["bodymap/coco_val/window_10px"] is None  # sparse points: no window figure
     assert metrics["examples"] > 0
 
 
@@ -182,14 +187,23 @@ def evaluated(work: Work, finetuned: Path) -> dict:
     return work.metrics("evaluate")
 
 
-def test_evaluate_reports_bodymap_and_cse_side_by_side(work: Work, evaluated: dict) -> None:
-    for model in ("bodymap", "cse"):
-        for key in ("test/gpsm_ap", "coco/gps_ap", "coco_dense/cm_10", "video/temporal_k1", "test/window_5px"):
-            assert f"{model}/{key}" in evaluated
+def test_evaluate_reports_bodymap_and_cse_beside_the_floors(work: Work, evaluated: dict) -> None:
+    keys = ("val/gpsm_ap", "test/gtbox_gpsm_ap", "coco_test/gps_ap", "coco_val_dense/cm_10", "video/temporal_k1")
+    for model in ("bodymap", "cse", "constant", "random"):
+        for key in (*keys, "test/window_5px", "test/window_scaled_10px"):
+            assert f"{model}/{key}" in evaluated, f"{model}/{key}"
+    # The floors keep BodyMap's silhouettes: the same mask IoU AP; and they score near nothing elsewhere.
+    for floor in ("constant", "random"):
+        assert evaluated[f"{floor}/test/iou_ap"] == evaluated["bodymap/test/iou_ap"]
+        for key in ("test/gps_ap", "test/cm_5", "test/window_scaled_10px", "video/temporal_k12"):
+            value = evaluated[f"{floor}/{key}"]
+            assert value is None or value < 5.0, (floor, key, value)
     report = (work.root / "evaluation" / "report" / "report.md").read_text()
-    assert "| test | bodymap |" in report and "| test | cse |" in report
+    for row in ("| test | bodymap |", "| test | cse |", "| test | constant |", "| val | random |", "| video | cse |"):
+        assert row in report
+    assert "Temporal consistency" in report
     curve = (work.root / "plots" / "window_accuracy.csv").read_text().splitlines()
-    assert curve[0].startswith("window_px,bodymap/test,cse/test") and len(curve) == 4
+    assert curve[0].startswith("window_px,bodymap/val,cse/val,constant/val,random/val") and len(curve) == 4
 
 
 def test_register_promotes_the_first_version_and_loads_by_alias(work: Work, evaluated: dict) -> None:

@@ -187,11 +187,12 @@ class AppearanceParams(Strict):
 
 
 class CocoLikeParams(Strict):
-    """The crowded, degraded split written only as sparse DensePose-COCO annotations (train from train identities,
-    val from test identities); people are `distance_scale` times farther than in train/test."""
+    """The crowded, degraded split written only as sparse DensePose-COCO annotations (train, val and test from the
+    train, val and test identities); people are `distance_scale` times farther than in train/val/test."""
 
     train_images: Count = 60
     val_images: Count = 30
+    test_images: Count = 30
     max_people: People = 4
     crowd_fraction: Probability = 0.7
     points_per_person: Annotated[int, Field(ge=1, le=10_000)] = 100
@@ -226,16 +227,19 @@ class VideoParams(Strict):
 
 class RenderParams(Strict):
     """`bodymap render`: synthetic people with exact dense GT (see `bodymap.render`). Identities are split into
-    train/test by `test_fraction`; `crowd_fraction` of train/test images hold 2..`max_people` people; `workers`
-    processes render in parallel (outputs do not depend on it); `contact_sheet` samples go on the overview picture."""
+    train / val / test by `val_fraction` and `test_fraction` (defaults and the registry gate are chosen on val, test
+    is only reported); `crowd_fraction` of the still images hold 2..`max_people` people; `workers` processes render
+    in parallel (outputs do not depend on it); `contact_sheet` samples go on the overview picture."""
 
     seed: Count = 0
     image_size: PositiveInt = 128
     workers: Annotated[int, Field(ge=1, le=256)] = 2
     device: Device = "auto"
-    identities: Annotated[int, Field(ge=2, le=100_000)] = 40
+    identities: Annotated[int, Field(ge=3, le=100_000)] = 48
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     train_images: Count = 400
+    val_images: Count = 40
     test_images: Count = 60
     crowd_fraction: Probability = 0.25
     max_people: People = 3
@@ -361,6 +365,8 @@ class PseudoGtParams(Strict):
     coco_images: str | None = None
     coco_val_annotations: str | None = None
     coco_val_images: str | None = None
+    coco_test_annotations: str | None = None
+    coco_test_images: str | None = None
     correction_sigma_px: PositiveFloat = 6.0
     max_correction_m: PositiveFloat = 0.15
     pictures: NonNegInt = 6
@@ -383,20 +389,25 @@ class FinetuneParams(Strict):
 
 # ------------------------------------------------------------------------------------------------------- evaluate
 class EvaluateParams(Strict):
-    """`bodymap evaluate` (definitions in `bodymap.eval`; DensePose AP settings are fixed by detectron2's evaluator).
+    """`bodymap evaluate` (definitions in the `bodymap.eval` module docstrings; DensePose AP settings are fixed by
+    detectron2's evaluator).
 
-    windows_px: pixel-window radii w (BodyMap Table 2). geodesic_cm: geodesic accuracy radii (Slim DensePose).
-    temporal_intervals: frame gaps k (BodyMap Table 4), a match within temporal_tau_cm.
-    window_epsilon_m: the window metric's geodesic tolerance; null = the template's mean edge length.
-    max_detections: detections per image for AP (detectron2: 20). min_instance_pixels: dense predictions split into
-    instances drop smaller ones. visualisations: images drawn per evaluation set.
+    windows_px: pixel-window radii w (BodyMap Table 2), reported as image pixels and scaled to a person
+    reference_height_px tall. geodesic_cm: geodesic accuracy radii (Slim DensePose). temporal_intervals: frame gaps
+    k (BodyMap Table 4); a match when the model's place of a vertex in the later frame is within temporal_window_px
+    (at the reference height) of where the body carried it, the model's nearest prediction within temporal_tau_cm.
+    kappa: GPS normalisation, per_part (detectron2) or global (0.255). max_detections: detections per image for AP
+    (detectron2: 20). min_instance_pixels: dense predictions split into instances drop smaller ones.
+    visualisations: images drawn per evaluation set.
     """
 
     windows_px: Annotated[list[PositiveInt], Field(min_length=1, max_length=16)] = [5, 10, 20]
     geodesic_cm: Annotated[list[PositiveFloat], Field(min_length=1, max_length=16)] = [5.0, 10.0, 20.0]
+    reference_height_px: PositiveFloat = 1024.0
     temporal_intervals: Annotated[list[PositiveInt], Field(min_length=1, max_length=16)] = [1, 12, 120]
     temporal_tau_cm: PositiveFloat = 5.0
-    window_epsilon_m: PositiveFloat | None = None
+    temporal_window_px: PositiveFloat = 32.0
+    kappa: Literal["per_part", "global"] = "per_part"
     max_detections: Annotated[int, Field(gt=0, le=1000)] = 20
     min_instance_pixels: NonNegInt = 16
     visualisations: Annotated[int, Field(ge=0, le=1000)] = 4
@@ -411,9 +422,9 @@ class RegisterParams(Strict):
 
     model_name: str = "bodymap"
     experiment: str = "bodymap"
-    primary_metric: str = "bodymap/coco/gpsm_ap"
+    primary_metric: str = "bodymap/coco_val/gpsm_ap"
     margin: NonNegFloat = 0.0
-    guard_metrics: dict[str, NonNegFloat] = {"bodymap/coco/window_10px": 5.0, "bodymap/test/gpsm_ap": 5.0}
+    guard_metrics: dict[str, NonNegFloat] = {"bodymap/val/window_10px": 5.0, "bodymap/val/gpsm_ap": 5.0}
 
 
 # --------------------------------------------------------------------------------------------------------- cluster

@@ -4,12 +4,10 @@ the baseline row every BodyMap result is compared with."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bodymap.cli import add_stage_inputs
@@ -20,7 +18,8 @@ from bodymap.cse.model import CseNet
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import pipeline_sets
-from bodymap.io import atomic_dir, write_json, write_run_info
+from bodymap.eval.floors import FLOORS, write_floor_predictions
+from bodymap.io import write_json, write_run_info
 from bodymap.losses.geodesic import sample_pixels
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
@@ -75,39 +74,23 @@ def make_loss(template: BodyTemplate, p: CseParams):
     return loss_fn
 
 
-def trivial_predictions(cse_dir: Path, out_dir: Path, vertex: int, template_name: str) -> None:
-    """The trivial baseline: every pixel CSE calls foreground predicts one fixed vertex (the torso centre's)."""
-    from bodymap.eval.predictions import PredictionWriter
-
-    index = json.loads((cse_dir / "predictions.json").read_text())["images"]
-    with atomic_dir(out_dir) as tmp:
-        writer = PredictionWriter(tmp, template_name=template_name, kind="dense")
-        for entry in index:
-            with np.load(cse_dir / entry["file"]) as data:
-                fixed = np.where(data["vertex"] >= 0, vertex, -1).astype(np.int32)
-                writer.add_dense(entry["image_id"], fixed, score=data["score"], name=entry["file"][: -len(".npz")])
-        writer.close()
-
-
-def torso_centre_vertex(template: BodyTemplate) -> int:
-    """The torso vertex nearest the torso's centroid."""
-    torso = np.flatnonzero(np.isin(template.chart, (1, 2)))
-    centre = template.vertices[torso].mean(axis=0)
-    return int(torso[np.argmin(np.linalg.norm(template.vertices[torso] - centre, axis=1))])
-
-
 def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params: Params) -> dict[str, Any]:
-    """Score CSE (the baseline row) and the trivial predictor on the synthetic test and held-out COCO sets."""
+    """Score CSE (the baseline row) and the trivial floors on its silhouettes on the validation and test splits
+    and the held-out COCO-format set."""
     from bodymap.eval.pipeline import specs_for
     from bodymap.eval.stage import run_evaluation
 
-    trivial = out_dir / "trivial_test"
-    trivial_predictions(out_dir / "test", trivial, torso_centre_vertex(template), template.name)
-    specs = specs_for("cse", sets["test"], out_dir / "test", "test") + specs_for(
-        "trivial", sets["test"], trivial, "test"
-    )
+    specs = []
+    for set_name in ("val", "test"):
+        if not sets[set_name].exists():
+            continue
+        specs += specs_for("cse", sets[set_name], out_dir / set_name, set_name)
+        for floor in FLOORS:
+            floor_dir = out_dir / "floors" / floor / set_name
+            write_floor_predictions(out_dir / set_name, floor_dir, floor, template)
+            specs += specs_for(floor, sets[set_name], floor_dir, set_name)
     if sets["coco_val"].exists():
-        specs += specs_for("cse", sets["coco_val"], out_dir / "coco_val", "coco")
+        specs += specs_for("cse", sets["coco_val"], out_dir / "coco_val", "coco_val")
     return run_evaluation(template, specs, params.evaluate, out_dir / "evaluation")
 
 

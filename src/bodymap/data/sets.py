@@ -3,11 +3,13 @@
 | name | what | images and labels | dense truth |
 |---|---|---|---|
 | train | rendered train split | render/train | render/train/gt |
-| test | rendered test split (held-out identities) | render/test | render/test/gt |
+| val | rendered validation split (identities apart from train and test: choose defaults here) | render/val | its gt |
+| test | rendered test split (identities apart from both: report only) | render/test | render/test/gt |
 | video | rendered sequences of test identities (PoseTrack-style JSON) | render/video | render/video/gt |
 | video_train | rendered sequences of train identities (flow-propagated labels) | render/video_train | its gt |
 | coco_train | DensePose-COCO train: real if configured, else coco-like | JSON + image folder | coco-like only |
-| coco_val | DensePose-COCO held-out images, likewise | JSON + image folder | coco-like only |
+| coco_val | DensePose-COCO validation images (choose defaults, the registry gate), likewise | JSON + images | coco-like only |
+| coco_test | DensePose-COCO test images (report only), likewise | JSON + image folder | coco-like only |
 
 Every stage that writes per-image outputs for a set files them as `<out>/<set name>/<image key>.npz`.
 """
@@ -21,7 +23,7 @@ from bodymap.config import PseudoGtParams
 from bodymap.data.images import ImageEntry, list_images
 from bodymap.errors import BodymapError
 
-SET_NAMES = ("train", "test", "video", "video_train", "coco_train", "coco_val")
+SET_NAMES = ("train", "val", "test", "video", "video_train", "coco_train", "coco_val", "coco_test")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ def pipeline_sets(render: Path, coco: PseudoGtParams) -> dict[str, ImageSet]:
     """The sets of a pipeline run: rendered ones under `render`, DensePose-COCO ones real or coco-like."""
     sets = {
         "train": _rendered("train", render / "train"),
+        "val": _rendered("val", render / "val"),
         "test": _rendered("test", render / "test"),
         "video": _rendered("video", render / "video", "video"),
         "video_train": _rendered("video_train", render / "video_train", "video"),
@@ -61,6 +64,7 @@ def pipeline_sets(render: Path, coco: PseudoGtParams) -> dict[str, ImageSet]:
     for name, ann, images, split in (
         ("coco_train", coco.coco_annotations, coco.coco_images, "train"),
         ("coco_val", coco.coco_val_annotations, coco.coco_val_images, "val"),
+        ("coco_test", coco.coco_test_annotations, coco.coco_test_images, "test"),
     ):
         if ann is not None:
             if images is None:

@@ -1,21 +1,36 @@
-"""Point metrics on an image-level vertex prediction: geodesic accuracy (cm) and pixel-window accuracy (px).
+"""Point metrics of an image-level vertex prediction: geodesic accuracy (cm) and pixel-window accuracy (px).
 
-- Geodesic accuracy (Slim DensePose, Sec. 5): a GT point with GT vertex v is correct within c cm when the vertex
-  predicted at its pixel lies within c cm of v geodesically. A background prediction is wrong.
-- Pixel-window accuracy (BodyMap, Table 2): a GT point p with GT vertex v is correct within w px when some pixel q
-  with ||q - p|| <= w (pixel centres) predicts a vertex u with d(u, v) <= ε. ε is the template's mean edge length by
-  default (about 1 cm on Anny): "the right vertex, or one next to it", so w measures how far the prediction is
-  displaced in the image rather than on the body.
+- **Geodesic accuracy** (Slim DensePose, Neverova et al. CVPR 2019, Sec. 5 and Table 2): a GT point with GT vertex
+  v is correct within c cm when the vertex predicted at its pixel lies within c cm of v geodesically; a background
+  prediction is wrong. Defined on sparse DensePose-COCO points and on every pixel of dense truth alike.
+- **Pixel-window accuracy** (BodyMap, Ianina et al. CVPR 2022, Table 2: "the percentage of pixels colored correctly
+  within a specified threshold", "correctly matched within the established error window (px)"), read from the
+  prediction's side: every GT foreground pixel p of person P predicts a vertex u; its error is how far, in the
+  image, u truly is from p, i.e. the distance from p to the nearest pixel of P where the ground truth shows u.
+  Where the GT does not show u exactly (at 128 px a person has fewer pixels than the template has vertices), it
+  shows u's geodesically nearest visible vertex s(u); u counts as visible when d(u, s(u)) is within two pixel
+  footprints of P (`locate.pixel_footprint`, floored at the template's mean edge length). A background prediction,
+  or a vertex the image does not show on P (behind the body, on another person, off-image), is a miss.
+  So the ground truth scores 100 at every window, a map off by a few centimetres on the surface scores high at a
+  window of a few pixels, and shuffled, random or constant maps score about the share of the person's pixels that
+  lie within the window of one random spot (tests/test_eval_metrics.py checks all four).
+  Reported at the configured windows in image pixels (`window_<w>px`) and **scaled to the person's size**
+  (`window_scaled_<w>px`): window w × h / H for a person whose box is h pixels tall, H =
+  `reference_height_px` (1024 by default, a person filling a ~1024² image as in the paper), so figures at 128 px and
+  at the paper's resolution compare. It needs dense truth: on sparse DensePose-COCO points nothing says where the
+  predicted vertex really is, so sets without dense truth report no window figure (None).
 
-Points are pixels: dense GT uses every foreground pixel; a sparse DensePose-COCO point uses the pixel holding its
-image position. Both metrics are reported in percent over all points and per part group (`PART_GROUPS`).
+Both are reported in percent over all points and per part group (`PART_GROUPS`) of the GT vertex.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from bodymap.densepose import PART_GROUPS
+from bodymap.eval.locate import PixelGroups, nearest_member, person_heights, person_labels, pixel_footprint
 from bodymap.template.geodesic import Geodesics
 
 
@@ -27,99 +42,84 @@ def geodesic_error(gt_vertex: np.ndarray, pred_vertex: np.ndarray, geodesics: Ge
     return out
 
 
-class VertexBalls:
-    """For each vertex v, the vertices u with d(v, u) <= radius, filled on demand from `geodesics.rows` (so it agrees
-    exactly with `geodesics.pair`): a padded [V, K] int32 table (-1 pads, members first) and sizes [V]."""
+@dataclass(frozen=True)
+class VisiblePerson:
+    """What the ground truth of one image shows of one person.
 
-    def __init__(self, geodesics: Geodesics, radius: float, chunk: int = 512) -> None:
-        self.geodesics = geodesics
-        self.radius = float(radius)
-        self.chunk = chunk
-        self.known = np.zeros(geodesics.num_vertices, bool)
-        self.sizes = np.zeros(geodesics.num_vertices, np.int64)
-        self.table = np.full((geodesics.num_vertices, 1), -1, np.int32)
-
-    def _fill(self, vertices: np.ndarray) -> None:
-        todo = np.unique(vertices[~self.known[vertices]])
-        for start in range(0, len(todo), self.chunk):
-            rows = todo[start : start + self.chunk]
-            near = self.geodesics.rows(rows) <= self.radius  # [n, V]
-            sizes = near.sum(axis=1)
-            if sizes.max(initial=0) > self.table.shape[1]:
-                grown = np.full((len(self.table), int(sizes.max())), -1, np.int32)
-                grown[:, : self.table.shape[1]] = self.table
-                self.table = grown
-            r, c = np.nonzero(near)
-            slot = np.arange(len(r)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-            self.table[rows[r], slot] = c
-            self.sizes[rows] = sizes
-            self.known[rows] = True
-
-    def members(self, vertices: np.ndarray) -> np.ndarray:
-        """[N, K] int32 ball members of each vertex id in [N] (>= 0), -1 padded."""
-        self._fill(vertices)
-        return self.table[vertices]
-
-    def pairs(self, vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every (i, u) with u in the ball of vertices[i]: (i [Q] int64, u [Q] int32), grouped by i ascending."""
-        self._fill(vertices)
-        sizes = self.sizes[vertices]
-        index = np.repeat(np.arange(len(vertices)), sizes)
-        slot = np.arange(len(index)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        return index, self.table[vertices[index], slot]
-
-
-_CANDIDATES = 4_000_000  # (point, pixel) candidates per chunk in window_distance, to bound memory
-
-
-def window_distance(
-    x: np.ndarray, y: np.ndarray, gt_vertex: np.ndarray, pred: np.ndarray, balls: VertexBalls, max_radius: float
-) -> np.ndarray:
-    """Distance in pixels from each GT point to the nearest pixel predicting a vertex within ε of its GT vertex.
-
-    For each point and each vertex u of its ε-ball, every pixel predicting u is a candidate (pixels sorted by
-    predicted vertex, so they are one contiguous range); the nearest candidate gives the distance.
-
-    Args:
-        x, y: [N] int pixel of each point; gt_vertex: [N] int (>= 0); pred: [H, W] int image-level prediction.
-        max_radius: largest window of interest; farther (or no) such pixels give inf.
-    Returns:
-        [N] float64 pixels (square roots of integers, so `<= w` compares exactly).
+    Attributes:
+        pixels: [N] int64 flat indices of the person's GT pixels (raster order); vertex: [N] their GT vertices.
+        groups: those pixels grouped by GT vertex.
+        nearest: [V] int64 group index of the shown vertex nearest to each template vertex; distance: [V] float32 m.
+        tolerance: metres; a vertex farther than this from every shown vertex is not visible on this person.
+        height: pixel height of the person's GT box.
     """
-    out = np.full(len(x), np.inf)
-    flat = pred.ravel()
-    fg = np.flatnonzero(flat >= 0)
-    if len(fg) == 0 or len(x) == 0:
-        return out
-    order = np.argsort(flat[fg], kind="stable")
-    pixels, predicted = fg[order], flat[fg][order]
-    point, member = balls.pairs(np.asarray(gt_vertex))
-    lo = np.searchsorted(predicted, member, side="left")
-    counts = np.searchsorted(predicted, member, side="right") - lo
-    cum = np.concatenate([[0], np.cumsum(counts)])
-    best = np.full(len(x), np.iinfo(np.int64).max)
-    width = pred.shape[1]
-    start = 0
-    while start < len(point):
-        stop = max(start + 1, int(np.searchsorted(cum, cum[start] + _CANDIDATES, side="right")) - 1)
-        n = counts[start:stop]
-        candidate = np.repeat(lo[start:stop] - (cum[start:stop] - cum[start]), n) + np.arange(cum[stop] - cum[start])
-        owner = np.repeat(point[start:stop], n)
-        qy, qx = np.divmod(pixels[candidate], width)
-        np.minimum.at(best, owner, (qx - x[owner]) ** 2 + (qy - y[owner]) ** 2)
-        start = stop
-    reached = best <= max_radius**2
-    out[reached] = np.sqrt(best[reached].astype(np.float64))
+
+    pixels: np.ndarray
+    vertex: np.ndarray
+    groups: PixelGroups
+    nearest: np.ndarray
+    distance: np.ndarray
+    tolerance: float
+    height: int
+
+
+def visible_surface(
+    vertex: np.ndarray, person: np.ndarray | None, geodesics: Geodesics, min_spacing_m: float
+) -> list[VisiblePerson]:
+    """The visible surface of every person of a dense GT image (vertex, person: [H, W] int, -1 background).
+
+    min_spacing_m: the template's mean edge length (the visibility tolerance is at least twice it).
+    """
+    labels = person_labels(vertex, person)
+    footprint = pixel_footprint(vertex, labels, geodesics)
+    heights = person_heights(labels)
+    width = vertex.shape[1]
+    flat_labels, flat_vertex = labels.ravel(), vertex.ravel()
+    out = []
+    for k, height in heights.items():
+        pixels = np.flatnonzero(flat_labels == k)
+        shown = flat_vertex[pixels]
+        groups = PixelGroups.of(shown, pixels, width)
+        nearest, distance = nearest_member(geodesics, groups.values)
+        tolerance = 2.0 * max(footprint.get(k, 0.0), min_spacing_m)
+        out.append(VisiblePerson(pixels, shown, groups, nearest, distance, tolerance, height))
     return out
 
 
-def rates(correct: np.ndarray, chart: np.ndarray, name: str) -> dict[str, float | None]:
+def window_errors(people: list[VisiblePerson], pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The window metric's error of every GT foreground pixel (see the module docstring).
+
+    Args:
+        people: `visible_surface` of the GT image; pred: [H, W] int predicted vertices (-1 background).
+    Returns:
+        (error [N] float64 pixels, inf for a miss; height [N] int64 of the pixel's person; gt_vertex [N] int),
+        over the people's pixels in order.
+    """
+    errors, heights, vertices = [], [], []
+    flat = pred.ravel()
+    for p in people:
+        u = flat[p.pixels]
+        error = np.full(len(u), np.inf)
+        ok = u >= 0
+        ok[ok] = p.distance[u[ok]] <= p.tolerance
+        y, x = np.divmod(p.pixels[ok], p.groups.width)
+        error[ok] = p.groups.distance(x, y, p.nearest[u[ok]])
+        errors.append(error)
+        heights.append(np.full(len(u), p.height, np.int64))
+        vertices.append(p.vertex)
+    if not errors:
+        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(errors), np.concatenate(heights), np.concatenate(vertices)
+
+
+def rates(correct: np.ndarray, chart: np.ndarray | None, name: str) -> dict[str, float | None]:
     """`name`: percent of True in [N] bool, plus `name_<group>` over the points whose chart is in each part group
-    (None for a group without points)."""
+    (None for a group without points) unless chart is None."""
     out: dict[str, float | None] = {name: 100.0 * float(correct.mean()) if len(correct) else None}
-    for group, charts in PART_GROUPS.items():
-        sel = np.isin(chart, charts)
-        out[f"{name}_{group}"] = 100.0 * float(correct[sel].mean()) if sel.any() else None
+    if chart is not None:
+        for group, charts in PART_GROUPS.items():
+            sel = np.isin(chart, charts)
+            out[f"{name}_{group}"] = 100.0 * float(correct[sel].mean()) if sel.any() else None
     return out
 
 
@@ -127,40 +127,63 @@ def cm_key(cm: float) -> str:
     return f"cm_{cm:g}"
 
 
-def window_key(px: int) -> str:
-    return f"window_{px}px"
+def window_key(px: int, scaled: bool = False) -> str:
+    return f"window_scaled_{px}px" if scaled else f"window_{px}px"
 
 
 class PointAccumulator:
-    """Collects per-point geodesic errors and window distances image by image; `metrics()` turns them into rates."""
+    """Collects per-point geodesic errors and per-pixel window errors image by image; `metrics()` gives the rates.
+
+    `add_points` takes sparse points (cm accuracy only); `add_dense` a dense GT image (cm accuracy on every GT
+    pixel, and window accuracy). Window figures are None when no dense image was added.
+    """
 
     def __init__(
         self,
         geodesics: Geodesics,
+        vertex_chart: np.ndarray,
         *,
-        epsilon_m: float,
         windows_px: tuple[int, ...],
         cm: tuple[float, ...],
-        balls: VertexBalls | None = None,
+        min_spacing_m: float,
+        reference_height_px: float = 1024.0,
     ) -> None:
-        """balls: a `VertexBalls` of radius epsilon_m to share between accumulators (built when None)."""
+        """vertex_chart: [V] uint8 chart of every template vertex (for the per-part breakdowns); min_spacing_m: the
+        template's mean edge length; reference_height_px: the person height of the scaled windows."""
         self.geodesics = geodesics
-        self.balls = balls if balls is not None else VertexBalls(geodesics, epsilon_m)
-        if self.balls.radius != float(epsilon_m):
-            raise ValueError(f"balls have radius {self.balls.radius}, expected epsilon_m = {epsilon_m}")
+        self.vertex_chart = vertex_chart
         self.windows = tuple(windows_px)
         self.cm = tuple(cm)
+        self.min_spacing_m = float(min_spacing_m)
+        self.reference_height_px = float(reference_height_px)
         self.errors: list[np.ndarray] = []
-        self.window: list[np.ndarray] = []
         self.charts: list[np.ndarray] = []
+        self.window: list[np.ndarray] = []
+        self.heights: list[np.ndarray] = []
+        self.window_charts: list[np.ndarray] = []
 
-    def add(self, x: np.ndarray, y: np.ndarray, gt_vertex: np.ndarray, chart: np.ndarray, pred: np.ndarray) -> None:
-        """One image: points x, y [N] int pixels, gt_vertex [N] int32 (>= 0), chart [N] uint8; pred [H, W] int32."""
+    def add_points(self, x: np.ndarray, y: np.ndarray, gt_vertex: np.ndarray, pred: np.ndarray) -> None:
+        """Sparse points: x, y [N] int pixels, gt_vertex [N] int (points with -1 are skipped); pred [H, W] int."""
         keep = gt_vertex >= 0
-        x, y, gt_vertex, chart = x[keep], y[keep], gt_vertex[keep], chart[keep]
+        x, y, gt_vertex = x[keep], y[keep], gt_vertex[keep]
         self.errors.append(geodesic_error(gt_vertex, pred[y, x], self.geodesics))
-        self.window.append(window_distance(x, y, gt_vertex, pred, self.balls, float(max(self.windows))))
-        self.charts.append(chart)
+        self.charts.append(self.vertex_chart[gt_vertex])
+
+    def add_dense(
+        self, vertex: np.ndarray, person: np.ndarray | None, pred: np.ndarray, people: list[VisiblePerson] | None = None
+    ) -> None:
+        """A dense GT image (vertex, person [H, W], -1 background) and its prediction pred [H, W].
+
+        people: its `visible_surface`, when the caller keeps it to score several predictions of one image.
+        """
+        if people is None:
+            people = visible_surface(vertex, person, self.geodesics, self.min_spacing_m)
+        y, x = np.nonzero(vertex >= 0)
+        self.add_points(x, y, vertex[y, x], pred)
+        error, height, gt = window_errors(people, pred)
+        self.window.append(error)
+        self.heights.append(height)
+        self.window_charts.append(self.vertex_chart[gt])
 
     @property
     def num_points(self) -> int:
@@ -168,11 +191,16 @@ class PointAccumulator:
 
     def metrics(self) -> dict[str, float | None]:
         errors = np.concatenate(self.errors) if self.errors else np.zeros(0)
-        window = np.concatenate(self.window) if self.window else np.zeros(0)
         chart = np.concatenate(self.charts) if self.charts else np.zeros(0, np.uint8)
+        window = np.concatenate(self.window) if self.window else np.zeros(0)
+        heights = np.concatenate(self.heights) if self.heights else np.zeros(0)
+        window_chart = np.concatenate(self.window_charts) if self.window_charts else np.zeros(0, np.uint8)
         out: dict[str, float | None] = {}
         for w in self.windows:
-            out.update(rates(window <= w, chart, window_key(w)))
+            out.update(rates(window <= w, window_chart, window_key(w)))
+        for w in self.windows:
+            scaled = window <= w * heights / self.reference_height_px
+            out.update(rates(scaled, None, window_key(w, scaled=True)))
         for c in self.cm:
             out.update(rates(errors <= c / 100.0, chart, cm_key(c)))
         return out
@@ -180,10 +208,11 @@ class PointAccumulator:
 
 __all__ = [
     "PointAccumulator",
-    "VertexBalls",
+    "VisiblePerson",
     "cm_key",
     "geodesic_error",
     "rates",
-    "window_distance",
+    "visible_surface",
+    "window_errors",
     "window_key",
 ]

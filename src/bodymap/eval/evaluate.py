@@ -3,11 +3,18 @@
 An evaluation set pairs a ground truth (`groundtruth.GroundTruth`) with a prediction directory. What is computed
 depends on the ground truth:
 
-| GT | DensePose AP/AR (3 modes) | cm + window accuracy | temporal |
-|---|---|---|---|
-| coco (DensePose-COCO JSON) | yes | on its sparse points | - |
-| dense (split with gt/<id>.npz) | if annotations.json exists | on every GT foreground pixel | - |
-| video (gt/<seq>/<frame>.npz) | if annotations.json exists | on every GT foreground pixel | yes |
+| GT | DensePose AP/AR (3 modes, two settings) | cm accuracy | window accuracy | temporal |
+|---|---|---|---|---|
+| coco (DensePose-COCO JSON) | yes | on its sparse points | - (needs dense truth) | - |
+| dense (split with gt/<id>.npz) | if annotations.json exists | on every GT foreground pixel | yes | - |
+| video (gt/<seq>/<frame>.npz) | if annotations.json exists | on every GT foreground pixel | yes | yes |
+
+DensePose AP comes in two settings. End to end (`gps_ap`, ...): the model's own detections (a dense prediction is
+split into instances), so instance splitting and correspondence quality both count. Given the ground-truth boxes
+(`gtbox_gps_ap`, ...; the "GT detections" setting of DensePose and Slim DensePose): each non-crowd GT's box is a
+detection holding the prediction inside it, which isolates correspondence quality. GPS normalises each point's
+geodesic error by κ of its part (detectron2's per-part values for IUV data, `densepose.CHART_KAPPA`), or by the
+original paper's single κ = 0.255 with `kappa: global`.
 
 Predictions are matched to COCO images by `image_id` and to dense GT files by their relative path (`<id>`,
 `<seq>/<frame>`). A prediction for an image the GT does not have is an error; a GT image without a prediction
@@ -18,19 +25,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from bodymap.config import EvaluateParams
+from bodymap.densepose import DEFAULT_KAPPA
 from bodymap.errors import input_error
 from bodymap.eval import plots
-from bodymap.eval.accuracy import PointAccumulator, VertexBalls, geodesic_error
+from bodymap.eval.accuracy import PointAccumulator, geodesic_error
 from bodymap.eval.densepose_ap import APResult, evaluate_ap
-from bodymap.eval.groundtruth import GroundTruth
-from bodymap.eval.predictions import INDEX, Instances, PredictionSet
+from bodymap.eval.groundtruth import CocoGroundTruth, GroundTruth
+from bodymap.eval.predictions import INDEX, Instances, PredictionSet, crop_box
 from bodymap.eval.temporal import temporal_consistency, temporal_metrics
 from bodymap.io import read_image, write_json
 from bodymap.log import progress
@@ -43,13 +50,15 @@ Metrics = dict[str, float | None]
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The evaluator's knobs (see `EvaluateParams`); window_epsilon_m None = the template's mean edge length."""
+    """The evaluator's knobs (see `EvaluateParams`)."""
 
     windows_px: tuple[int, ...] = (5, 10, 20)
     geodesic_cm: tuple[float, ...] = (5.0, 10.0, 20.0)
+    reference_height_px: float = 1024.0
     temporal_intervals: tuple[int, ...] = (1, 12, 120)
     temporal_tau_cm: float = 5.0
-    window_epsilon_m: float | None = None
+    temporal_window_px: float = 32.0
+    kappa: str = "per_part"
     max_detections: int = 20
     min_instance_pixels: int = 16
     visualisations: int = 4
@@ -60,9 +69,11 @@ def build_settings(p: EvaluateParams) -> EvalSettings:
     return EvalSettings(
         windows_px=tuple(sorted(set(p.windows_px))),
         geodesic_cm=tuple(sorted(set(p.geodesic_cm))),
+        reference_height_px=p.reference_height_px,
         temporal_intervals=tuple(sorted(set(p.temporal_intervals))),
         temporal_tau_cm=p.temporal_tau_cm,
-        window_epsilon_m=p.window_epsilon_m,
+        temporal_window_px=p.temporal_window_px,
+        kappa=p.kappa,
         max_detections=p.max_detections,
         min_instance_pixels=p.min_instance_pixels,
         visualisations=p.visualisations,
@@ -71,10 +82,12 @@ def build_settings(p: EvaluateParams) -> EvalSettings:
 
 @dataclass
 class SetResult:
-    """metrics: the flat metrics of the set; ap: the DensePose AP result when the GT has COCO annotations."""
+    """metrics: the flat metrics of the set; ap: the DensePose AP result (detections as predicted) and gt_box_ap
+    (each GT box's prediction as its detection) when the GT has COCO annotations."""
 
     metrics: Metrics
     ap: APResult | None
+    gt_box_ap: APResult | None = None
 
 
 def check_predictions(ground_truth: GroundTruth, predictions: PredictionSet) -> None:
@@ -102,6 +115,24 @@ def _image(ground_truth: GroundTruth, **where: object) -> np.ndarray | None:
     return read_image(path) if path is not None else None
 
 
+def gt_box_detections(coco: CocoGroundTruth, i: int, image_map: np.ndarray, score_map: np.ndarray) -> Instances:
+    """The "given ground-truth boxes" detections of image i: one per non-crowd GT, its box as given and, on
+    detectron2's box grid, the image-level prediction inside it (other people's pixels included, as a box head
+    sees them). Score: the mean foreground score over the box."""
+    boxes, scores, maps = [], [], []
+    for g in range(coco.gt_start[i], coco.gt_start[i + 1]):
+        if coco.iscrowd[g]:
+            continue
+        box = coco.boxes[g]
+        grid = crop_box(image_map, box)
+        boxes.append(box)
+        scores.append(float(np.mean(crop_box(score_map, box, fill=0.0))))
+        maps.append(grid)
+    if not boxes:
+        return Instances.empty()
+    return Instances(np.asarray(boxes, np.float64), np.asarray(scores, np.float64), tuple(maps))
+
+
 def _evaluate_coco(
     ground_truth: GroundTruth,
     predictions: PredictionSet,
@@ -109,10 +140,14 @@ def _evaluate_coco(
     settings: EvalSettings,
     points: PointAccumulator | None,
     vis_dir: Path | None,
-) -> tuple[APResult, int]:
+) -> tuple[APResult, APResult, int]:
+    """(AP of the predicted detections, AP given the GT boxes, number of detections)."""
     coco = ground_truth.coco
     assert coco is not None
+    if settings.kappa == "global":
+        coco = replace(coco, kappa=np.full_like(coco.kappa, DEFAULT_KAPPA))
     detections: list[Instances] = []
+    given_boxes: list[Instances] = []
     missing = 0
     x_all, y_all = coco.point_pixels
     point_image = coco.point_image
@@ -120,24 +155,26 @@ def _evaluate_coco(
         shape = (int(coco.heights[i]), int(coco.widths[i]))
         entry = predictions.by_id.get(int(coco.image_ids[i]))
         missing += entry is None
-        ranked, image_map = predictions.read(
+        view = predictions.read(
             entry, shape, max_detections=settings.max_detections, min_pixels=settings.min_instance_pixels
         )
-        detections.append(ranked)
+        detections.append(view.ranked)
+        given_boxes.append(gt_box_detections(coco, i, view.vertex, view.score))
         if points is None:
             continue
         sel = slice(*np.searchsorted(point_image, [i, i + 1]))
         x, y, v = x_all[sel], y_all[sel], coco.vertex[sel]
-        points.add(x, y, v, coco.chart[sel], image_map)
+        points.add_points(x, y, v, view.vertex)
         if vis_dir is not None and i < settings.visualisations:
-            correct = geodesic_error(v, image_map[y, x], template.geodesics) <= 0.10
+            correct = geodesic_error(v, view.vertex[y, x], template.geodesics) <= 0.10
             rgb = plots.sparse_sample(
-                _image(ground_truth, image_index=i), shape, x, y, v, image_map, correct, template.colors
+                _image(ground_truth, image_index=i), shape, x, y, v, view.vertex, correct, template.colors
             )
             plots.save_sample(vis_dir / f"{int(coco.image_ids[i]):06d}.png", rgb)
     if missing:
         log.warning("%s: %d of %d images have no prediction", predictions.directory, missing, coco.num_images)
-    return evaluate_ap(coco, detections, template.geodesics), sum(len(d) for d in detections)
+    ap = evaluate_ap(coco, detections, template.geodesics)
+    return ap, evaluate_ap(coco, given_boxes, template.geodesics), sum(len(d) for d in detections)
 
 
 def _dense_points(
@@ -155,15 +192,15 @@ def _dense_points(
         frame = dense.load(key)
         entry = predictions.by_key.get(key)
         missing += entry is None
-        _, pred = predictions.read(
+        pred = predictions.read(
             entry, frame.vertex.shape, max_detections=settings.max_detections, min_pixels=settings.min_instance_pixels
-        )
-        y, x = np.nonzero(frame.vertex >= 0)
-        v = frame.vertex[y, x]
-        points.add(x, y, v, template.chart[v], pred)
+        ).vertex
+        visible = dense.visible(key, template.geodesics, template.mean_edge_length)
+        points.add_dense(frame.vertex, frame.person, pred, visible)
         if vis_dir is not None and n < settings.visualisations:
+            y, x = np.nonzero(frame.vertex >= 0)
             error = np.full(frame.vertex.shape, np.inf)
-            error[y, x] = geodesic_error(v, pred[y, x], template.geodesics)
+            error[y, x] = geodesic_error(frame.vertex[y, x], pred[y, x], template.geodesics)
             rgb = plots.dense_sample(_image(ground_truth, key=key), frame.vertex, pred, error, template.colors)
             plots.save_sample(vis_dir / f"{key.replace('/', '_')}.png", rgb)
     if missing:
@@ -176,16 +213,15 @@ def _temporal(
     dense = ground_truth.dense
     assert dense is not None
 
-    @lru_cache(maxsize=32)  # consecutive pairs reuse frames; k = 1 reads each frame once
     def load(sequence: str, t: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         key = dense.sequences[sequence][t]
         frame = dense.load(key)
-        _, pred = predictions.read(
+        pred = predictions.read(
             predictions.by_key.get(key),
             frame.vertex.shape,
             max_detections=settings.max_detections,
             min_pixels=settings.min_instance_pixels,
-        )
+        ).vertex
         return frame.vertex, frame.person, pred
 
     counts = temporal_consistency(
@@ -194,6 +230,8 @@ def _temporal(
         intervals=settings.temporal_intervals,
         geodesics=template.geodesics,
         tau_m=settings.temporal_tau_cm / 100.0,
+        window_px=settings.temporal_window_px,
+        reference_height_px=settings.reference_height_px,
     )
     for k, (_, total) in counts.items():
         if total == 0:
@@ -209,34 +247,38 @@ def evaluate_set(
     settings: EvalSettings,
     out_dir: Path | None = None,
     title: str = "",
-    balls: VertexBalls | None = None,
 ) -> SetResult:
     """All metrics of one prediction set on one ground truth (see the module docstring for which).
 
     Args:
         out_dir: when given, PR curves (`pr_<mode>.csv`, `pr.png`) and `vis/*.png` panels are written there.
-        balls: the window metric's ε-neighbourhoods (`VertexBalls` of radius ε on this template) to reuse across
-            sets; built here when None.
     Returns:
-        SetResult; metrics keys: `<mode>_ap..._arl` (mode gps, gpsm, iou), `window_<w>px[_<group>]`,
-        `cm_<c>[_<group>]`, `temporal_k<k>`, and the counts `images`, `gt_instances`, `detections`, `points`.
+        SetResult; metrics keys: `<mode>_ap..._arl` (mode gps, gpsm, iou) for the predicted detections and
+        `gtbox_<mode>_...` given the GT boxes, `window_<w>px[_<group>]`, `window_scaled_<w>px`, `cm_<c>[_<group>]`,
+        `temporal_k<k>`, and the counts `images`, `gt_instances`, `detections`, `points`.
     """
     check_predictions(ground_truth, predictions)
-    balls = balls if balls is not None else window_balls(template, settings)
-    epsilon = balls.radius
     if template.geodesics.mode != "dense":
-        log.warning("template geodesics are landmark-approximated: near distances (window ε, cm) are coarse")
+        log.warning("template geodesics are landmark-approximated: near distances (window, cm) are coarse")
     points = PointAccumulator(
-        template.geodesics, epsilon_m=epsilon, windows_px=settings.windows_px, cm=settings.geodesic_cm, balls=balls
+        template.geodesics,
+        template.chart,
+        windows_px=settings.windows_px,
+        cm=settings.geodesic_cm,
+        min_spacing_m=template.mean_edge_length,
+        reference_height_px=settings.reference_height_px,
     )
     vis_dir = out_dir / "vis" if out_dir is not None and settings.visualisations > 0 else None
     metrics: Metrics = {}
-    ap = None
+    ap = gt_box_ap = None
     coco = ground_truth.coco
     if coco is not None:
         sparse_points = points if ground_truth.dense is None else None
-        ap, detections = _evaluate_coco(ground_truth, predictions, template, settings, sparse_points, vis_dir)
+        ap, gt_box_ap, detections = _evaluate_coco(
+            ground_truth, predictions, template, settings, sparse_points, vis_dir
+        )
         metrics.update(ap.metrics())
+        metrics.update({f"gtbox_{k}": v for k, v in gt_box_ap.metrics().items()})
         metrics["images"] = float(coco.num_images)
         metrics["gt_instances"] = float(np.sum(~coco.ignore))
         metrics["detections"] = float(detections)
@@ -247,16 +289,9 @@ def evaluate_set(
         metrics.setdefault("images", float(len(ground_truth.dense.keys)))
     metrics.update(points.metrics())
     metrics["points"] = float(points.num_points)
-    metrics["window_epsilon_cm"] = 100.0 * epsilon
     if ground_truth.kind == "video":
         metrics.update(_temporal(ground_truth, predictions, template, settings))
-    return SetResult(metrics, ap)
-
-
-def window_balls(template: BodyTemplate, settings: EvalSettings) -> VertexBalls:
-    """The ε-neighbourhoods the window metric uses, to share between `evaluate_set` calls on one template."""
-    epsilon = settings.window_epsilon_m if settings.window_epsilon_m is not None else template.mean_edge_length
-    return VertexBalls(template.geodesics, epsilon)
+    return SetResult(metrics, ap, gt_box_ap)
 
 
 def flatten(results: Mapping[str, Mapping[str, float | None]]) -> Metrics:
@@ -279,6 +314,6 @@ __all__ = [
     "check_predictions",
     "evaluate_set",
     "flatten",
-    "window_balls",
+    "gt_box_detections",
     "write_report",
 ]

@@ -20,7 +20,9 @@ from bodymap.data.coco import (
     read_coco,
 )
 from bodymap.errors import BodymapError, input_error
+from bodymap.eval.accuracy import VisiblePerson, visible_surface
 from bodymap.template import BodyTemplate
+from bodymap.template.geodesic import Geodesics
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class DenseGroundTruth:
         self.keys = keys
         self.sequences = sequences
         self.num_vertices = num_vertices
+        self._visible: dict[str, list[VisiblePerson]] = {}
 
     @classmethod
     def open(cls, root: str | Path, *, video: bool, num_vertices: int) -> DenseGroundTruth:
@@ -83,6 +86,14 @@ class DenseGroundTruth:
         if person is not None and (person.shape != vertex.shape or not np.issubdtype(person.dtype, np.integer)):
             raise input_error(path, None, "person", f"expected integers of shape {list(vertex.shape)}")
         return DenseFrame(vertex.astype(np.int32, copy=False), person)
+
+    def visible(self, key: str, geodesics: Geodesics, min_spacing_m: float) -> list[VisiblePerson]:
+        """`accuracy.visible_surface` of one GT image, computed once and kept: every prediction set scored against
+        this ground truth reuses it."""
+        if key not in self._visible:
+            frame = self.load(key)
+            self._visible[key] = visible_surface(frame.vertex, frame.person, geodesics, min_spacing_m)
+        return self._visible[key]
 
 
 # --------------------------------------------------------------------------------------------------- GT sources

@@ -99,11 +99,12 @@ def dense_to_instances(
     return Instances(np.asarray(boxes, np.float64), np.asarray(scores, np.float64), tuple(maps))
 
 
-def paste_instances(instances: Instances, shape: tuple[int, int]) -> np.ndarray:
+def paste_instances(instances: Instances, shape: tuple[int, int], *, scores: bool = False) -> np.ndarray:
     """One image-level vertex map from instances: each foreground cell at (int(y) + i, int(x) + j), the
-    higher-ranked instance winning where they overlap. Returns [H, W] int32, -1 where nothing was predicted."""
+    higher-ranked instance winning where they overlap. Returns [H, W] int32, -1 where nothing was predicted, or with
+    `scores` the winning instance's score there ([H, W] float32, 0 where nothing was predicted)."""
     height, width = shape
-    out = np.full(shape, -1, np.int32)
+    out = np.zeros(shape, np.float32) if scores else np.full(shape, -1, np.int32)
     ranked = instances.ranked(len(instances))
     for k in range(len(ranked) - 1, -1, -1):  # lowest first, so the best is painted last
         x, y = int(ranked.boxes[k, 0]), int(ranked.boxes[k, 1])
@@ -114,7 +115,7 @@ def paste_instances(instances: Instances, shape: tuple[int, int]) -> np.ndarray:
             continue
         cells = grid[y0 - y : y1 - y, x0 - x : x1 - x]
         region = out[y0:y1, x0:x1]
-        region[cells >= 0] = cells[cells >= 0]
+        region[cells >= 0] = ranked.scores[k] if scores else cells[cells >= 0]
     return out
 
 
@@ -287,18 +288,45 @@ class PredictionSet:
 
     def read(
         self, entry: PredictionEntry | None, shape: tuple[int, int], *, max_detections: int, min_pixels: int
-    ) -> tuple[Instances, np.ndarray]:
-        """Both views of one image from one read: the ranked detections for AP (at most `max_detections`) and the
-        image-level vertex map [H, W] int32 the point metrics read (a dense `vertex` as stored, or the detections
-        pasted by `paste_instances`). A missing entry (None) predicts nothing."""
+    ) -> ImageView:
+        """Every view of one image from one read (see `ImageView`). A missing entry (None) predicts nothing."""
         if entry is None:
-            return Instances.empty(), np.full(shape, -1, np.int32)
+            return ImageView(Instances.empty(), np.full(shape, -1, np.int32), np.zeros(shape, np.float32))
         if self.kind == "dense":
             vertex, person, score = self.dense(entry, shape)
             ranked = dense_to_instances(vertex, person, score, min_pixels=min_pixels).ranked(max_detections)
-            return ranked, vertex
+            score_map = score if score is not None else (vertex >= 0).astype(np.float32)
+            return ImageView(ranked, vertex, np.where(vertex >= 0, score_map, 0.0).astype(np.float32))
         ranked = self.instances(entry).ranked(max_detections)
-        return ranked, paste_instances(ranked, shape)
+        return ImageView(ranked, paste_instances(ranked, shape), paste_instances(ranked, shape, scores=True))
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """One image's prediction as the evaluator reads it.
+
+    Attributes:
+        ranked: the detections for AP, at most `max_detections`, best first.
+        vertex: [H, W] int32 image-level vertex map the point metrics read (a dense `vertex` as stored, or the
+            detections pasted by `paste_instances`).
+        score: [H, W] float32 foreground score under `vertex` (the dense `score`, 1 without one, or the pasted
+            detection's score), 0 on background.
+    """
+
+    ranked: Instances
+    vertex: np.ndarray
+    score: np.ndarray
+
+
+def crop_box(image: np.ndarray, box: np.ndarray, fill: float = -1) -> np.ndarray:
+    """An image-level map [H, W] on detectron2's grid of box (x, y, w, h): cell (i, j) is pixel (int(y) + i,
+    int(x) + j), `fill` outside the image. Returns [max(int(h), 1), max(int(w), 1)] of the image's dtype."""
+    rows, cols = box_grid_shape(box[2], box[3])
+    ys, xs = int(box[1]) + np.arange(rows), int(box[0]) + np.arange(cols)
+    height, width = image.shape
+    inside = ((ys >= 0) & (ys < height))[:, None] & ((xs >= 0) & (xs < width))[None, :]
+    cells = image[np.clip(ys, 0, height - 1)][:, np.clip(xs, 0, width - 1)]
+    return np.where(inside, cells, fill).astype(image.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------- writing
@@ -363,11 +391,13 @@ class PredictionWriter:
 __all__ = [
     "INDEX",
     "KINDS",
+    "ImageView",
     "Instances",
     "PredictionEntry",
     "PredictionSet",
     "PredictionWriter",
     "box_grid_shape",
+    "crop_box",
     "dense_to_instances",
     "paste_instances",
 ]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bodymap.config import EvaluateParams, Params
 from bodymap.errors import BodymapError
-from bodymap.eval.evaluate import build_settings, evaluate_set, window_balls, write_report
+from bodymap.eval.evaluate import build_settings, evaluate_set, write_report
 from bodymap.eval.groundtruth import GT_KINDS, GroundTruth, load_ground_truth
 from bodymap.eval.predictions import PredictionSet
 from bodymap.io import atomic_dir, atomic_path, write_json, write_run_info
@@ -30,7 +30,17 @@ from bodymap.template import BodyTemplate
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-HEADLINE = ("gps_ap", "gpsm_ap", "iou_ap", "window_5px", "window_10px", "window_20px", "cm_5", "cm_10", "cm_20")
+HEADLINE = (
+    "gps_ap",
+    "gpsm_ap",
+    "gtbox_gpsm_ap",
+    "iou_ap",
+    "window_10px",
+    "window_scaled_10px",
+    "cm_5",
+    "cm_10",
+    "cm_20",
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,6 @@ def run_evaluation(
     if len(set(names)) != len(names):
         raise BodymapError(f"--eval names must be unique, got {', '.join(names)}")
     settings = build_settings(p)
-    balls = window_balls(template, settings)  # filled lazily, shared by every set
     ground_truths: dict[tuple[str, Path, Path | None], GroundTruth] = {}
     results = {}
     with atomic_dir(out) as tmp:
@@ -117,7 +126,6 @@ def run_evaluation(
                 settings=settings,
                 out_dir=tmp / spec.name,
                 title=spec.name,
-                balls=balls,
             )
             results[spec.name] = result.metrics
             log.info("%s: %s", spec.name, _headline(result.metrics))

@@ -26,8 +26,9 @@ from bodymap.config import Params, PseudoGtParams
 from bodymap.data.coco import CocoGroundTruth, read_coco
 from bodymap.data.images import image_key
 from bodymap.data.sets import ImageSet, pipeline_sets
+from bodymap.densepose import PART_GROUPS
 from bodymap.errors import BodymapError
-from bodymap.eval.accuracy import PointAccumulator
+from bodymap.eval.accuracy import PointAccumulator, visible_surface
 from bodymap.eval.plots import save_sample, vertex_maps_sample
 from bodymap.io import atomic_dir, read_image, save_npz, write_json, write_run_info
 from bodymap.log import progress
@@ -73,7 +74,11 @@ def build_coco_pseudo_gt(
     if truth_dir is not None:
         quality = {
             name: PointAccumulator(
-                template.geodesics, epsilon_m=template.mean_edge_length, windows_px=(5, 10, 20), cm=(5.0, 10.0, 20.0)
+                template.geodesics,
+                template.chart,
+                windows_px=(5, 10, 20),
+                cm=(5.0, 10.0, 20.0),
+                min_spacing_m=template.mean_edge_length,
             )
             for name in ("pseudo_gt", "cse", "sparse")
         }
@@ -144,11 +149,11 @@ def build_coco_pseudo_gt(
         if quality is not None:
             truth_path = truth_dir / f"{name}.npz"
             with np.load(truth_path) as data:
-                truth = data["vertex"].astype(np.int32)
-            ys, xs = np.nonzero(mask & (truth >= 0))
-            v = truth[ys, xs]
+                truth, truth_person = data["vertex"].astype(np.int32), data["person"]
+            scored = np.where(mask, truth, -1)  # the annotated people, as the pseudo-GT covers them
+            visible = visible_surface(scored, truth_person, template.geodesics, template.mean_edge_length)
             for key, pred in (("pseudo_gt", dense), ("cse", cse_on_people), ("sparse", sparse_fill)):
-                quality[key].add(xs, ys, v, template.chart[v], pred)
+                quality[key].add_dense(scored, truth_person, pred, visible)
         if i < p.pictures and (sparse >= 0).any():
             labelled_y, labelled_x = np.nonzero(sparse >= 0)
             maps = [("CSE", cse_on_people), ("nearest point", sparse_fill), ("pseudo-GT", dense)]
@@ -160,7 +165,7 @@ def build_coco_pseudo_gt(
     if quality is not None:
         for key, acc in quality.items():
             for metric, value in acc.metrics().items():
-                if metric.count("_") <= 1:  # overall rates only, not the per-part ones
+                if not metric.endswith(tuple(f"_{group}" for group in PART_GROUPS)):  # not the per-part ones
                     figures[f"{key}/{metric}"] = value
     return figures
 

@@ -173,20 +173,25 @@ def sample_identity(rng: np.random.Generator, index: int, shapes: ShapeRanges, o
 
 
 def sample_identities(
-    seed: int, count: int, test_fraction: float, shapes: ShapeRanges, odds: OutfitOdds
-) -> tuple[list[Identity], list[int], list[int]]:
-    """All identities of a run, and the train/test split by identity.
+    seed: int, count: int, val_fraction: float, test_fraction: float, shapes: ShapeRanges, odds: OutfitOdds
+) -> tuple[list[Identity], dict[str, list[int]]]:
+    """All identities of a run, and their split into disjoint train / val / test pools.
 
     Returns:
-        (identities, train indices, test indices); at least one identity on each side when count >= 2.
+        (identities, {"train", "val", "test"} -> sorted identity indices); at least one identity in each pool when
+        count >= 3 (val is empty below that).
     """
     rng = np.random.default_rng([seed, 0xB0D1])
     people = [sample_identity(rng, i, shapes, odds) for i in range(count)]
     n_test = min(max(1, round(count * test_fraction)), count - 1) if count >= 2 else 0
+    n_val = min(max(1, round(count * val_fraction)), count - n_test - 1) if count >= 3 else 0
     order = rng.permutation(count)
-    test = sorted(int(i) for i in order[:n_test])
-    train = sorted(int(i) for i in order[n_test:])
-    return people, train, test
+    pools = {
+        "train": order[n_test + n_val :],
+        "val": order[n_test : n_test + n_val],
+        "test": order[:n_test],
+    }
+    return people, {name: sorted(int(i) for i in pool) for name, pool in pools.items()}
 
 
 __all__ = ["Identity", "Material", "Outfit", "OutfitOdds", "ShapeRanges", "sample_identities", "sample_identity"]

@@ -45,8 +45,13 @@ def _setup(settings: RenderSettings, template_dir: Path) -> dict[str, Any]:
     from bodymap.render.renderer import Renderer
 
     files = list_background_images(settings.background_dir) if settings.background_dir else None
-    identities, train, test = sample_identities(
-        settings.seed, settings.identities, settings.test_fraction, settings.shapes, settings.outfits
+    identities, pools = sample_identities(
+        settings.seed,
+        settings.identities,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.shapes,
+        settings.outfits,
     )
     npz = Path(template_dir) / "template.npz"
     key = (
@@ -63,7 +68,7 @@ def _setup(settings: RenderSettings, template_dir: Path) -> dict[str, Any]:
     if settings.identities <= PREPARE_IDENTITIES:
         renderer.prepare()
     renderer.backgrounds = Backgrounds(files, settings.floor_probability)
-    return {"renderer": renderer, "settings": settings, "pools": {"train": train, "test": test}}
+    return {"renderer": renderer, "settings": settings, "pools": pools}
 
 
 def _init_worker(settings: RenderSettings, template_dir: Path) -> None:
@@ -149,16 +154,20 @@ def _split_files(settings: RenderSettings, root: Path, results: list[ChunkResult
 
 
 def _top_manifest(settings: RenderSettings, template: BodyTemplate, counts: dict, shard: tuple[int, int]) -> dict:
-    identities, train, test = sample_identities(
-        settings.seed, settings.identities, settings.test_fraction, settings.shapes, settings.outfits
+    identities, pools = sample_identities(
+        settings.seed,
+        settings.identities,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.shapes,
+        settings.outfits,
     )
     manifest = {
         "seed": settings.seed,
         "params_hash": settings.params_hash,
         "template": template.name,
         "image_size": settings.image_size,
-        "train_identities": train,
-        "test_identities": test,
+        **{f"{name}_identities": pool for name, pool in pools.items()},
         "identities": [i.record() for i in identities],
         "splits": {
             s.name: {"directory": s.directory, "dense_gt": f"{s.gt_directory}/gt", **counts[s.name]}

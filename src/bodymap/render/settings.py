@@ -1,7 +1,9 @@
 """The renderer's settings (typed, explicit) and the splits it writes, translated once from the `render` params.
 
-Output layout (docs/formats.md): `train/`, `test/` (PNG + dense GT + DensePose-COCO JSON), `coco_like/{train,val}/`
-(JPEG + sparse JSON only) with its dense GT apart in `coco_like_dense/{train,val}/`, and `video/`.
+Output layout (docs/formats.md): `train/`, `val/`, `test/` (PNG + dense GT + DensePose-COCO JSON),
+`coco_like/{train,val,test}/` (JPEG + sparse JSON only) with its dense GT apart in `coco_like_dense/{train,val,test}/`,
+and `video/`, `video_train/`. Identities are split three ways: train, val (where defaults and the registry gate are
+chosen) and test (only reported).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ class Split:
     """One output split.
 
     Attributes:
-        name: 'train', 'test', 'coco_like/train', 'coco_like/val', 'video' or 'video_train'.
+        name: 'train', 'val', 'test', 'coco_like/{train,val,test}', 'video' or 'video_train'.
         code: the split's random stream (item seeds are [seed, code, index]).
         count: images, or sequences for video.
         frames: frames per sequence (video; 0 for stills).
-        pool: identities drawn from: 'train' or 'test'.
+        pool: identities drawn from: 'train', 'val' or 'test'.
         directory: holds images/ and annotations.json (relative to the output root).
         gt_directory: holds gt/ and manifest.json (the same as `directory` except for the coco-like split).
         image_ext: 'png' or 'jpg'.
@@ -70,6 +72,7 @@ class RenderSettings:
     workers: int
     device: str
     identities: int
+    val_fraction: float
     test_fraction: float
     splits: tuple[Split, ...]
     shapes: ShapeRanges
@@ -120,9 +123,11 @@ def build_settings(p: RenderParams) -> RenderSettings:
     )
     splits = (
         Split("train", 1, p.train_images, "train", "train", "train", "png", still),
+        Split("val", 7, p.val_images, "val", "val", "val", "png", still),
         Split("test", 2, p.test_images, "test", "test", "test", "png", still),
         Split("coco_like/train", 3, c.train_images, "train", "coco_like/train", "coco_like_dense/train", "jpg", coco),
-        Split("coco_like/val", 4, c.val_images, "test", "coco_like/val", "coco_like_dense/val", "jpg", coco),
+        Split("coco_like/val", 4, c.val_images, "val", "coco_like/val", "coco_like_dense/val", "jpg", coco),
+        Split("coco_like/test", 8, c.test_images, "test", "coco_like/test", "coco_like_dense/test", "jpg", coco),
         Split("video", 5, p.video.sequences, "test", "video", "video", "png", None, p.video.frames),
         # Training identities in motion: flow-propagated labels for fine-tuning must not come from test people.
         Split(
@@ -144,6 +149,7 @@ def build_settings(p: RenderParams) -> RenderSettings:
         workers=p.workers,
         device=p.device,
         identities=p.identities,
+        val_fraction=p.val_fraction,
         test_fraction=p.test_fraction,
         splits=splits,
         shapes=ShapeRanges(

@@ -141,10 +141,9 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
             if args.plots is not None and setup(p.train.device).is_main:
                 write_history(args.plots, result)
         if setup(p.train.device).is_main:
-            held_out = sets["coco_val"]
-            metrics = evaluate_model(
-                args.template, checkpoint, held_out, args.cse / "coco_val", args.out, params, "coco"
-            )
+            # Validation only: fine-tuning must raise the COCO-format figures without costing the synthetic ones.
+            held_out = [sets[name] for name in ("coco_val", "val") if sets[name].exists()]
+            metrics = evaluate_model(args.template, checkpoint, held_out, args.cse, args.out, params)
             metrics["train_seconds"] = round(seconds, 1)
             metrics["examples"] = 0 if p.mode == "none" else len(dataset)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

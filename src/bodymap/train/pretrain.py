@@ -1,5 +1,5 @@
 """`bodymap pretrain`: BodyMap on the rendered train split with CSE inputs (BodyMap Secs. 3.2-3.6), then scored on
-the synthetic test split with the evaluator."""
+the synthetic validation and test splits with the evaluator."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_stage_inputs(parser, "template", "render", "cse")
     parser.add_argument("--model-dir", type=Path, required=True, help="checkpoint directory (last.pt)")
-    parser.add_argument("--out", type=Path, required=True, help="test-split predictions and evaluation outputs")
-    parser.add_argument("--metrics", type=Path, default=None, help="test-split metrics (JSON, DVC metrics)")
+    parser.add_argument("--out", type=Path, required=True, help="val/test predictions and evaluation outputs")
+    parser.add_argument("--metrics", type=Path, default=None, help="val/test metrics (JSON, DVC metrics)")
     parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV, DVC plots)")
 
 
@@ -77,17 +77,21 @@ def train_bodymap(
 
 
 def evaluate_model(
-    template_dir: Path, checkpoint: Path, image_set: ImageSet, cse_dir: Path, out: Path, params: Params, name: str
+    template_dir: Path, checkpoint: Path, image_sets: list[ImageSet], cse: Path, out: Path, params: Params
 ) -> dict[str, Any]:
-    """Predict a pipeline set with a checkpoint and score it (`bodymap.eval.pipeline.specs_for`); flat metrics."""
+    """Predict pipeline sets with a checkpoint and score them (`bodymap.eval.pipeline.specs_for`, metric keys
+    `bodymap/<set>/...`); flat metrics. `cse`: the cse_init outputs (one folder per set)."""
     from bodymap.eval.pipeline import specs_for
     from bodymap.eval.stage import run_evaluation
 
     template = BodyTemplate.load(template_dir)
     device = select_device(params.pretrain.train.device)
-    predictions = out / "predictions" / image_set.name
-    predict_images(load_bodymap(checkpoint, device), template, image_set.images(), cse_dir, predictions, device)
-    specs = specs_for("bodymap", image_set, predictions, name)
+    model = load_bodymap(checkpoint, device)
+    specs = []
+    for image_set in image_sets:
+        predictions = out / "predictions" / image_set.name
+        predict_images(model, template, image_set.images(), cse / image_set.name, predictions, device)
+        specs += specs_for("bodymap", image_set, predictions, image_set.name)
     return run_evaluation(template, specs, params.evaluate, out / "evaluation")
 
 
@@ -106,10 +110,9 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         result = train_bodymap(template, dataset, p, args.model_dir, tracker)
         metrics: dict[str, Any] = {}
         if setup(p.train.device).is_main:
-            test = pipeline_sets(args.render, params.pseudo_gt)["test"]
-            metrics = evaluate_model(
-                args.template, result.checkpoint, test, args.cse / "test", args.out, params, "test"
-            )
+            sets = pipeline_sets(args.render, params.pseudo_gt)
+            held_out = [sets[name] for name in ("val", "test") if sets[name].exists()]
+            metrics = evaluate_model(args.template, result.checkpoint, held_out, args.cse, args.out, params)
             metrics["train_seconds"] = round(result.seconds, 1)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
             tracker.log_artifact(args.out / "evaluation")

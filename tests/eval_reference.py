@@ -1,9 +1,9 @@
-"""A literal, loop-by-loop implementation of the evaluator's definitions, for verification only.
+"""Literal, loop-by-loop implementations of the evaluator's definitions, for verification only.
 
-Slow on purpose: one detection, one GT, one point, one threshold at a time, written to read like the definitions
-(and like detectron2's `DensePoseCocoEval`) rather than to be fast. `tests/test_eval_reference.py` and
-`benchmarks/evaluate.py` check that the vectorised `bodymap.eval` gives the same numbers. Nothing else should use
-this module.
+Slow on purpose: one detection, one GT, one point, one threshold, one pixel at a time, written to read like the
+definitions (the module docstrings of `bodymap.eval.densepose_ap`, `accuracy` and `temporal`, and detectron2's
+`DensePoseCocoEval`) rather than to be fast. The tests and `benchmarks/evaluate.py` check that the vectorised
+`bodymap.eval` gives the same numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from bodymap.eval.predictions import Instances
 from bodymap.template.geodesic import Geodesics
 
 
+# -------------------------------------------------------------------------------------------- DensePose AP / AR
 def _distance(geodesics: Geodesics, a: int, b: int) -> float:
     return float(geodesics.pair(int(a), int(b)))
 
@@ -205,67 +206,84 @@ def densepose_ap(coco: CocoGroundTruth, detections: list[Instances], geodesics: 
     return out
 
 
-def point_metrics(
-    images: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-    geodesics: Geodesics,
-    *,
-    epsilon_m: float,
-    windows_px: tuple[int, ...],
-    cm: tuple[float, ...],
-) -> tuple[list[float], list[float], list[int]]:
-    """Per point (geodesic error m, window distance px, chart) from (x, y, gt_vertex, chart, pred) per image."""
-    errors, windows, charts = [], [], []
-    radius = max(windows_px)
-    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    disc = dx**2 + dy**2 <= radius**2
-    dx, dy = dx[disc], dy[disc]
-    for x, y, gt_vertex, chart, pred in images:
-        height, width = pred.shape
-        for px, py, v, c in zip(x.tolist(), y.tolist(), gt_vertex.tolist(), chart.tolist(), strict=True):
-            if v < 0:
+# ------------------------------------------------------------------------------------------- window and temporal
+def _people(gt: np.ndarray, person: np.ndarray | None) -> dict[int, list[tuple[int, int]]]:
+    out: dict[int, list[tuple[int, int]]] = {}
+    for y in range(gt.shape[0]):
+        for x in range(gt.shape[1]):
+            if gt[y, x] >= 0 and (person is None or person[y, x] >= 0):
+                out.setdefault(0 if person is None else int(person[y, x]), []).append((x, y))
+    return out
+
+
+def _footprint(gt: np.ndarray, person: np.ndarray | None, k: int, geodesics: Geodesics) -> float:
+    def who(y: int, x: int) -> int:
+        return -1 if gt[y, x] < 0 else (0 if person is None else int(person[y, x]))
+
+    d = []
+    for y in range(gt.shape[0]):
+        for x in range(gt.shape[1]):
+            for yy, xx in ((y, x + 1), (y + 1, x)):
+                if yy < gt.shape[0] and xx < gt.shape[1] and who(y, x) == k and who(yy, xx) == k:
+                    d.append(float(geodesics.pair(gt[y, x], gt[yy, xx])))
+    return float(np.median(d)) if d else 0.0
+
+
+def _nearest_shown(u: int, shown: list[int], geodesics: Geodesics) -> tuple[int, float]:
+    """The shown vertex nearest to u (lowest id on ties) and its distance."""
+    row = geodesics.rows(np.array([u]))[0]
+    best = min(sorted(set(shown)), key=lambda s: row[s])
+    return best, float(row[best])
+
+
+def window_errors(
+    gt: np.ndarray, person: np.ndarray | None, pred: np.ndarray, geodesics: Geodesics, min_spacing_m: float
+) -> list[float]:
+    """Per GT pixel (people in id order, raster order inside), the window error in pixels (inf: a miss)."""
+    out = []
+    for k, pixels in sorted(_people(gt, person).items()):
+        tolerance = 2.0 * max(_footprint(gt, person, k, geodesics), min_spacing_m)
+        shown = [int(gt[y, x]) for x, y in pixels]
+        for x, y in pixels:
+            u = int(pred[y, x])
+            if u < 0:
+                out.append(math.inf)
                 continue
-            u = int(pred[py, px])
-            errors.append(_distance(geodesics, v, u) if u >= 0 else math.inf)
-            # every pixel q of the disc around p: does it predict a vertex within ε of v? keep the nearest.
-            qx, qy = px + dx, py + dy
-            inside = (qx >= 0) & (qx < width) & (qy >= 0) & (qy < height)
-            qx, qy = qx[inside], qy[inside]
-            w = pred[qy, qx]
-            hit = w >= 0
-            hit[hit] = geodesics.pair(np.full(int(hit.sum()), v), w[hit]) <= epsilon_m
-            found = np.sqrt((qx[hit] - px) ** 2 + (qy[hit] - py) ** 2)
-            windows.append(float(found.min()) if len(found) else math.inf)
-            charts.append(int(c))
-    return errors, windows, charts
+            s, d = _nearest_shown(u, shown, geodesics)
+            if d > tolerance:
+                out.append(math.inf)
+                continue
+            out.append(min(math.hypot(qx - x, qy - y) for qx, qy in pixels if gt[qy, qx] == s))
+    return out
 
 
-def temporal(
-    frames: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], k: int, geodesics: Geodesics, tau_m: float
-) -> tuple[int, int]:
-    """(matches, pixels) over the frame pairs (t, t + k) of one sequence of (gt vertex, gt person, pred) frames."""
+def temporal_pair(a, b, geodesics: Geodesics, tau_m: float, window_px: float, reference_px: float) -> tuple[int, int]:
+    """(positive matches, pixels) of one frame pair; a, b: (gt, person, pred) frames."""
+    gt_a, person_a, pred_a = a
+    gt_b, person_b, pred_b = b
     matches = total = 0
-    for t in range(len(frames) - k):
-        gt_a, person_a, pred_a = frames[t]
-        gt_b, person_b, pred_b = frames[t + k]
-        where: dict[tuple[int, int], tuple[int, int]] = {}
-        for y in range(gt_b.shape[0]):
-            for x in range(gt_b.shape[1]):
-                if gt_b[y, x] >= 0:
-                    key = (int(person_b[y, x]) if person_b is not None else -1, int(gt_b[y, x]))
-                    where.setdefault(key, (y, x))
-        for y in range(gt_a.shape[0]):
-            for x in range(gt_a.shape[1]):
-                if gt_a[y, x] < 0:
-                    continue
-                key = (int(person_a[y, x]) if person_a is not None else -1, int(gt_a[y, x]))
-                if key not in where:
-                    continue
-                total += 1
-                qy, qx = where[key]
-                u, w = int(pred_a[y, x]), int(pred_b[qy, qx])
-                if u >= 0 and w >= 0 and _distance(geodesics, u, w) <= tau_m:
-                    matches += 1
+    people_b = _people(gt_b, person_b)
+    for k, pixels in sorted(_people(gt_a, person_a).items()):
+        if k not in people_b:
+            continue
+        in_b = people_b[k]
+        rows = [y for _, y in in_b]
+        delta = window_px * (max(rows) - min(rows) + 1) / reference_px
+        shown_pred = [int(pred_b[y, x]) for x, y in in_b if pred_b[y, x] >= 0]
+        for x, y in pixels:
+            g = int(gt_a[y, x])
+            truth = [(qx, qy) for qx, qy in in_b if gt_b[qy, qx] == g]
+            if not truth:
+                continue
+            total += 1
+            u = int(pred_a[y, x])
+            if u < 0 or not shown_pred:
+                continue
+            w, d = _nearest_shown(u, shown_pred, geodesics)
+            if d > tau_m:
+                continue
+            at = [(qx, qy) for qx, qy in in_b if pred_b[qy, qx] == w]
+            cx, cy = np.mean([p[0] for p in at]), np.mean([p[1] for p in at])
+            if min(math.hypot(qx - cx, qy - cy) for qx, qy in truth) <= delta:
+                matches += 1
     return matches, total
-
-
-__all__ = ["accumulate", "densepose_ap", "evaluate_image", "gps", "overlaps", "point_metrics", "temporal"]
