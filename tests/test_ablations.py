@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from bodymap.config import load_params, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the scripts import their shared `_experiments` module
 
 
 def _ablations():
@@ -41,3 +43,28 @@ def test_default_rows_name_every_table_once() -> None:
     tables = [table for table, *_ in module.EXPERIMENTS.values()]
     assert sorted({t for t, _ in module.DEFAULT_ROWS}) == sorted(set(tables))
     assert len(module.DEFAULT_ROWS) == len(set(tables))
+
+
+def _seeds():
+    spec = importlib.util.spec_from_file_location("seeds", ROOT / "scripts" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_experiments_set_every_training_seed_and_summarise_the_spread() -> None:
+    seeds = _seeds()
+    params = load_params(ROOT / "params.yaml", seeds.overrides(7))
+    assert params.cse_init.train.seed == params.pretrain.train.seed == params.finetune.train.seed == 7
+    runs = {
+        "workspace": {"bodymap/test/cm_10": 20.0, "cse/test/cm_10": 12.0},
+        "seed-1": {"bodymap/test/cm_10": 22.0, "cse/test/cm_10": 11.0},
+        "seed-2": {"bodymap/test/cm_10": 24.0, "cse/test/cm_10": 13.0},
+        "t5-unet": {"bodymap/test/cm_10": 99.0},  # another experiment: not a seed run
+    }
+    per_run = seeds.rows(runs)
+    assert len(per_run) == 9
+    summary = {r["model"]: r["test 10 cm"] for r in seeds.summary(per_run)}
+    assert summary["bodymap"] == "22.0 ± 2.0 (20.0..24.0)"
+    assert summary["bodymap - cse"] == "10.0 ± 1.7 (8.0..11.0)"  # gaps 8, 11, 11
+    assert summary["cse"].startswith("12.0 ± 1.0")
