@@ -13,17 +13,18 @@ first order (it marches vertex to vertex, not along MMP's exact windows). One so
 core for Anny's 13,348 vertices; the kernel is Warp (CPU), one thread per source, and processes spread the
 sources (`workers`). Rows do not depend on the chunking or the worker count: the same bytes for any `workers`.
 
-Measured on Anny's template against exact polyhedral geodesics (MMP, Mitchell, Mount & Papadimitriou 1987, in
-Kirsanov's implementation through pygeodesic): over 1,000 pairs, half of them near (one of the 40 Euclidean
-nearest vertices), mean abs error 0.14 cm, max 1.0 cm, near pairs mean 0.005 cm, max 0.25 cm; over all 13.3 M
-pairs from 1,000 random sources, mean 0.34 cm, max 1.6 cm (the error grows with distance: a +0.4 % bias, the
-first-order error of marching vertex to vertex over a curved mesh). The heat method (Crane et al. 2013, what
-this module used before) gave mean 1.6 cm, max 10.6 cm on the same 1,000 pairs.
+Measured on Anny's template (dense build, 2 cores) against exact polyhedral geodesics (MMP, Mitchell, Mount &
+Papadimitriou 1987, in Kirsanov's implementation through pygeodesic), as the template stage reports it: over
+1,000 pairs, half of them near (one of the 40 Euclidean nearest vertices), mean abs error 0.15 cm, max 0.96 cm;
+pairs under 10 cm mean 0.004 cm, max 0.13 cm; over all 333,700 pairs from 25 random sources mean 0.28 cm, max
+1.1 cm. The error grows with distance (a +0.4 % bias on one-sided rows: the first-order error of marching
+vertex to vertex over a curved mesh). The heat method (Crane et al. 2013, what this module used before) gave
+mean 1.6 cm, max 10.6 cm on 1,000 such pairs; Dijkstra on the edges plus unfolded diagonals 0.56 / 3.0 cm.
 
 Two storages share one lookup interface (`Geodesics`):
 
 - dense: the full [V, V] float16 matrix, symmetrised with min(D, D^T) (both directions mostly overestimate),
-  memory-mapped from `geodesics.npy`. For Anny that is 356 MB and ~25-30 s on two cores. float16 keeps 1 mm
+  memory-mapped from `geodesics.npy`. For Anny that is 356 MB, 39 s on two cores, 1.5 GB peak. float16 keeps 1 mm
   resolution up to 2 m.
 - landmarks: K farthest-point samples; [K, V] float16 distances from every sample. A pair (i, j) is looked up
   as the mean of d(s(i), j) and d(s(j), i), s(.) the nearest sample, so the error is bounded by the sampling
