@@ -73,7 +73,7 @@ class MeshTemplate(Strict):
 class Geodesics(Strict):
     """How all-pairs geodesic distances are stored.
 
-    dense: the full [V, V] float16 matrix from the heat method (exact up to the method and float16 rounding).
+    dense: the full [V, V] float16 matrix from fast marching (template/geodesic.py: ~0.15 cm mean error vs exact).
     landmarks: distances from `landmarks` farthest-point samples to every vertex ([K, V] float16); a pair is
     looked up through the nearer endpoint's sample (error bounded by the sampling radius).
     """
