@@ -228,8 +228,10 @@ class VideoParams(Strict):
 class RenderParams(Strict):
     """`bodymap render`: synthetic people with exact dense GT (see `bodymap.render`). Identities are split into
     train / val / test by `val_fraction` and `test_fraction` (defaults and the registry gate are chosen on val, test
-    is only reported); `crowd_fraction` of the still images hold 2..`max_people` people; `workers` processes render
-    in parallel (outputs do not depend on it); `contact_sheet` samples go on the overview picture."""
+    is only reported); `cse_train_images` > 0 renders CSE its own training split (train identities, other images)
+    so BodyMap learns from CSE estimates of images CSE was not fitted to; `crowd_fraction` of the still images hold
+    2..`max_people` people; `workers` processes render in parallel (outputs do not depend on it); `contact_sheet`
+    samples go on the overview picture."""
 
     seed: Count = 0
     image_size: PositiveInt = 128
@@ -239,6 +241,7 @@ class RenderParams(Strict):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     train_images: Count = 400
+    cse_train_images: Count = 0
     val_images: Count = 40
     test_images: Count = 60
     crowd_fraction: Probability = 0.25

@@ -74,6 +74,12 @@ def make_loss(template: BodyTemplate, p: CseParams):
     return loss_fn
 
 
+def cse_training_split(render_dir: Path) -> Path:
+    """CSE's training images: its own split when the render has one (`render.cse_train_images`), else `train`."""
+    own = render_dir / "cse_train"
+    return own if (own / "gt").is_dir() and any((own / "gt").iterdir()) else render_dir / "train"
+
+
 def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params: Params) -> dict[str, Any]:
     """Score CSE (the baseline row) and the trivial floors on its silhouettes on the validation and test splits
     and the held-out COCO-format set."""
@@ -103,7 +109,7 @@ def run_cse_init(
     sets = pipeline_sets(render_dir, params.pseudo_gt)
     model, model_args = build_cse(template, p)
     dataset = DenseDataset(
-        [Source.rendered(render_dir / "train")],
+        [Source.rendered(cse_training_split(render_dir))],
         template.symmetry,
         template.colors,
         template.chart,

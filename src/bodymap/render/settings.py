@@ -28,7 +28,7 @@ class Split:
     """One output split.
 
     Attributes:
-        name: 'train', 'val', 'test', 'coco_like/{train,val,test}', 'video' or 'video_train'.
+        name: 'train', 'cse_train', 'val', 'test', 'coco_like/{train,val,test}', 'video' or 'video_train'.
         code: the split's random stream (item seeds are [seed, code, index]).
         count: images, or sequences for video.
         frames: frames per sequence (video; 0 for stills).
@@ -123,6 +123,9 @@ def build_settings(p: RenderParams) -> RenderSettings:
     )
     splits = (
         Split("train", 1, p.train_images, "train", "train", "train", "png", still),
+        # CSE's own training images (train identities): BodyMap then trains on CSE outputs CSE did not fit, as at
+        # test time. With none, CSE trains on `train`.
+        Split("cse_train", 9, p.cse_train_images, "train", "cse_train", "cse_train", "png", still),
         Split("val", 7, p.val_images, "val", "val", "val", "png", still),
         Split("test", 2, p.test_images, "test", "test", "test", "png", still),
         Split("coco_like/train", 3, c.train_images, "train", "coco_like/train", "coco_like_dense/train", "jpg", coco),

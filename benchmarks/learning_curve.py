@@ -1,0 +1,143 @@
+"""Benchmark: accuracy against training images seen, for BodyMap and for CSE, from the default budget up.
+
+    .venv/bin/python benchmarks/learning_curve.py [--budgets 1 2 4 8] [--models cse bodymap] [--work DIR]
+
+Needs a finished `make run` (its template, render and CSE outputs; params from params.yaml). For each budget b and
+model, trains that stage afresh with b times its default steps (the same schedule shape: warm-up, cosine decay to
+the last step), with the real stage command:
+
+- `cse`: `bodymap cse_init` (CSE alone, scored on the val and test splits);
+- `bodymap`: `bodymap pretrain` on the default run's CSE outputs (scored on val and test).
+
+and records the test-split figures: within 10 cm, GPSm AP and the 10 px window (plus val within 10 cm). Results go
+to `benchmarks/results/learning_curve.csv` (one row per run, appended as runs finish; a rerun skips the rows it
+has), `.md` and `.png`. Runs take b times the stage's default time (BodyMap at 8x: about 8 x its `make run` share),
+so run it in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+STAGE = {"cse": "cse_init", "bodymap": "pretrain"}
+FIGURES = {  # column -> metric key, {m} = the model's prefix in the stage's metrics
+    "test_cm_10": "{m}/test/cm_10",
+    "test_gpsm_ap": "{m}/test/gpsm_ap",
+    "test_window_10px": "{m}/test/window_10px",
+    "val_cm_10": "{m}/val/cm_10",
+}
+COLUMNS = ["model", "budget", "steps", "images_seen", "train_seconds", *FIGURES]
+
+
+def default_steps(stage: str) -> tuple[int, int]:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    train = params[stage]["train"]
+    return int(train["steps"]), int(train["batch_size"])
+
+
+def run(model: str, budget: float, work: Path) -> dict:
+    stage = STAGE[model]
+    steps, batch = default_steps(stage)
+    steps = round(steps * budget)
+    out = work / f"{model}-{budget:g}x"
+    metrics = out / "metrics.json"
+    common = ["--template", str(ROOT / "data/template"), "--render", str(ROOT / "data/render")]
+    if model == "cse":
+        args = [stage, *common, "--model-dir", str(out / "model"), "--out", str(out / "cse")]
+    else:
+        args = [stage, *common, "--cse", str(ROOT / "data/cse"), "--model-dir", str(out / "model")]
+        args += ["--out", str(out / "evaluation")]
+    args += ["--metrics", str(metrics), "--set", f"{stage}.train.steps={steps}"]
+    args += ["--set", f"{stage}.train.checkpoint_every={max(steps, 1)}"]
+    env = {**os.environ, "BODYMAP_TRACKING": "0"}
+    start = time.monotonic()
+    print(f"{model} {budget:g}x: {steps} steps", flush=True)
+    subprocess.run([sys.executable, "-m", "bodymap.cli", *args, "-q"], cwd=ROOT, env=env, check=True)
+    values = json.loads(metrics.read_text())
+    prefix = "cse" if model == "cse" else "bodymap"
+    row = {"model": model, "budget": budget, "steps": steps, "images_seen": steps * batch}
+    row["train_seconds"] = round(values.get("train_seconds", time.monotonic() - start), 1)
+    row |= {c: values.get(k.format(m=prefix)) for c, k in FIGURES.items()}
+    return row
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def write_outputs(rows: list[dict]) -> None:
+    def cell(v) -> str:
+        return "–" if v in (None, "") else (f"{float(v):.1f}" if isinstance(v, float | str) else str(v))
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[c]) if c in ("model", "steps", "images_seen") else cell(row[c])
+                                       for c in COLUMNS) + " |")  # fmt: skip
+    (RESULTS / "learning_curve.md").write_text("\n".join(lines) + "\n")
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.6), dpi=100)
+    axes = fig.subplots(1, 3)
+    for ax, (column, title) in zip(
+        axes,
+        [("test_cm_10", "within 10 cm (%)"), ("test_gpsm_ap", "GPSm AP"), ("test_window_10px", "10 px window (%)")],
+        strict=True,
+    ):
+        for model in ("cse", "bodymap"):
+            mine = sorted((r for r in rows if r["model"] == model and r[column] not in (None, "")),
+                          key=lambda r: float(r["images_seen"]))  # fmt: skip
+            if mine:
+                ax.plot([float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine], "o-", label=model)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images seen")
+        ax.set_title(f"test split: {title}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.88, wspace=0.25)
+    fig.savefig(RESULTS / "learning_curve.png")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--models", nargs="+", choices=sorted(STAGE), default=["cse", "bodymap"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bodymap-learning-curve"))
+    args = parser.parse_args()
+    if not (ROOT / "data/cse").is_dir():
+        raise SystemExit("no data/cse: run `make run` first (the curve reuses its template, render and CSE)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "learning_curve.csv"
+    rows = read_rows(path)
+    done = {(r["model"], float(r["budget"])) for r in rows}
+    for model in args.models:
+        for budget in args.budgets:
+            if (model, float(budget)) in done:
+                continue
+            rows.append(run(model, budget, args.work))
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+            write_outputs(rows)
+    write_outputs(rows)
+    print((RESULTS / "learning_curve.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
