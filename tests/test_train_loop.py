@@ -93,6 +93,14 @@ def test_cosine_schedule_with_warmup():
     assert all(a >= b for a, b in itertools.pairwise(values[10:])) and values[-1] < 0.01
 
 
+def test_two_identical_runs_write_the_same_checkpoint_bytes(tmp_path):
+    """torch.save names the zip's top folder after the file it writes: through a random temporary name, the same
+    weights gave other bytes every run (and DVC saw a new model)."""
+    for run in ("a", "b"):
+        train(toy_model(), ToyData(), toy_loss, CONFIG, tmp_path / run, "toy", {})
+    assert (tmp_path / "a" / "last.pt").read_bytes() == (tmp_path / "b" / "last.pt").read_bytes()
+
+
 @pytest.mark.slow
 def test_ddp_two_ranks_end_with_identical_weights(tmp_path):
     script = Path(__file__).with_name("ddp_script.py")
