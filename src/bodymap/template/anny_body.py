@@ -132,6 +132,6 @@ class AnnyBody:
             out = self.model(pose_parameters=pose, phenotype_kwargs=self.phenotype_tensor(shapes))
             vertices = out["vertices"].to(torch.float32)
             keypoints = self.keypoint_regressor({"vertices": vertices})
-        vertices = vertices @ self._to_body.T
-        keypoints = keypoints @ self._to_body.T
+            vertices = vertices @ self._to_body.T
+            keypoints = keypoints @ self._to_body.T
         return PosedBodies(vertices.cpu().numpy(), keypoints.cpu().numpy())
