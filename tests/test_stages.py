@@ -145,7 +145,7 @@ def test_pretrain_under_torchrun_on_two_processes(work: Work, cse: Path) -> None
         torchrun, "--standalone", "--nproc_per_node=2", "-m", "bodymap.cli", "pretrain",
         "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
         "--model-dir", "models/ddp", "--out", "ddp", "--params", str(work.params), "-q",
-        "--set", "pretrain.train.steps=2", "--set", "pretrain.train.batch_size=2",
+        "--set", "pretrain.train.steps=2", "--set", "pretrain.train.batch_size=2", "--set", "pretrain.train.threads=1",
     ]  # fmt: skip
     env = {**work.env, "OMP_NUM_THREADS": "1", "BODYMAP_TRACKING": "0"}
     result = subprocess.run(cmd, cwd=work.root, env=env, capture_output=True, text=True, timeout=600)

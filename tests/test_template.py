@@ -16,6 +16,8 @@ from bodymap.template import BodyTemplate, Geodesics
 from bodymap.template.build import build_from_mesh
 from bodymap.template.charts import colour_code, symmetry_map
 from bodymap.template.geodesic import build_dense, build_landmarks, march_distances
+from bodymap.template.lbo import lbo_basis
+from bodymap.template.stage import RUN_FIGURES
 
 
 def icosphere(subdivisions: int = 3, radius: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +138,8 @@ def test_template_counts_and_geodesic_figures(template, template_dir):
     assert metrics["geodesic_near_abs_err_mean_m"] < 0.02
     assert metrics["geodesic_pairs"] >= 1000 and metrics["geodesic_rows_pairs"] > 100_000
     assert metrics["geodesic_near_abs_err_max_m"] >= metrics["geodesic_near_abs_err_mean_m"]
+    # The artifact's figures are of its content only: seconds and memory would change its bytes every build.
+    assert not set(RUN_FIGURES) & set(metrics)
     for name in ("charts", "colour_code", "u", "v"):
         assert (template_dir / "pictures" / f"{name}.png").stat().st_size > 1000
 
@@ -214,6 +218,18 @@ def test_lbo_basis_is_mass_orthonormal(template):
     gram = basis.T @ (mass[:, None] * basis)
     assert np.abs(gram - np.eye(gram.shape[0])).max() < 1e-3
     assert template.lbo_eigenvalues[0] < 1e-6 and np.all(np.diff(template.lbo_eigenvalues) >= -1e-6)
+
+
+def test_lbo_basis_rebuilds_to_the_same_bytes_whatever_the_blas_threads(template):
+    """The fixture's basis was built in another process; rebuilding it here, also with OpenBLAS on 2 threads
+    around the call, gives the same bits (fixed ARPACK start vector, solver pinned to one BLAS thread)."""
+    from threadpoolctl import threadpool_limits
+
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            values, basis, area = lbo_basis(template.vertices, template.faces, template.lbo_basis.shape[1])
+        assert values.tobytes() == template.lbo_eigenvalues.tobytes()
+        assert basis.tobytes() == template.lbo_basis.tobytes() and area.tobytes() == template.vertex_area.tobytes()
 
 
 def test_keypoints_and_skinning_are_kept(template):

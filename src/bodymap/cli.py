@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bodymap.config import Params, load_params
+from bodymap.determinism import pin_cpu_kernels
 from bodymap.errors import BodymapError
 from bodymap.log import setup_logging
 from bodymap.remote import staged_paths
@@ -97,6 +98,9 @@ def resolve_params(params_path: Path | None, overrides: list[str]) -> Params:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before the command's module loads numpy, scipy and torch: they choose their CPU kernels once, and the
+    # outputs depend on the choice (bodymap.determinism). Worker processes inherit the environment.
+    pin_cpu_kernels()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)

@@ -271,6 +271,9 @@ class TrainParams(Strict):
     device: Device = "auto"
     amp: bool = True
     workers: NonNegInt = 0
+    # torch's CPU threads for this stage's training and inference. Results depend on the count (not on the cores),
+    # so it is fixed: a 2-core laptop and a 64-core server write the same bytes (docs/formats.md, Reproducibility).
+    threads: Annotated[int, Field(ge=1, le=256)] = 2
 
 
 class CseParams(Strict):
@@ -414,6 +417,8 @@ class EvaluateParams(Strict):
     max_detections: Annotated[int, Field(gt=0, le=1000)] = 20
     min_instance_pixels: NonNegInt = 16
     visualisations: Annotated[int, Field(ge=0, le=1000)] = 4
+    # torch's CPU threads when this stage predicts (`--model`): fixed, as `train.threads`.
+    threads: Annotated[int, Field(ge=1, le=256)] = 2
 
 
 class RegisterParams(Strict):

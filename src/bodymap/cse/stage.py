@@ -18,6 +18,7 @@ from bodymap.cse.model import CseNet
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import pipeline_sets
+from bodymap.determinism import torch_threads
 from bodymap.eval.floors import FLOORS, write_floor_predictions
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.geodesic import sample_pixels
@@ -153,7 +154,8 @@ def run_cse_init(
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params, args.plots)
+    with torch_threads(params.cse_init.train.threads):  # training and inference: results depend on the count
+        figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params, args.plots)
     if args.metrics is not None:
         write_json(args.metrics, figures)
     log.info("cse_init: %s", {k: v for k, v in figures.items() if "/" not in k or k.endswith(("gpsm_ap", "cm_10"))})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bodymap.config import EvaluateParams, Params
+from bodymap.determinism import torch_threads
 from bodymap.errors import BodymapError
 from bodymap.eval.evaluate import build_settings, evaluate_set, write_report
 from bodymap.eval.groundtruth import GT_KINDS, GroundTruth, load_ground_truth
@@ -149,7 +150,10 @@ def main(args: argparse.Namespace, params: Params) -> int:
 
         tracker = Tracker()
         inputs = [args.template, args.render, args.cse, args.model.parent]
-        with tracker.run("evaluate", params=params.evaluate.model_dump(mode="json"), inputs=inputs):
+        with (
+            tracker.run("evaluate", params=params.evaluate.model_dump(mode="json"), inputs=inputs),
+            torch_threads(params.evaluate.threads),  # the predictions depend on the count
+        ):
             flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
             tracker.log_metrics({k: v for k, v in flat.items() if v is not None})
             tracker.log_artifact(args.out / "report")

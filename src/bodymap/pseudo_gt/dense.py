@@ -26,6 +26,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from bodymap.determinism import ordered_matmul
+
 PRIOR_WEIGHT = float(np.exp(-2.0))
 
 
@@ -99,7 +101,8 @@ def dense_pseudo_gt(
 
         # Step 2: smooth correction of the CSE field around trustworthy points.
         weights = np.exp(-(dist**2) / (2 * sigma_px**2)) * good[None]  # (N, K)
-        shift = weights @ delta / (PRIOR_WEIGHT + weights.sum(axis=1, keepdims=True))
+        # Not `weights @ delta`: BLAS sums over the points in a CPU-dependent order (bodymap.determinism).
+        shift = ordered_matmul(weights, delta) / (PRIOR_WEIGHT + weights.sum(axis=1, keepdims=True))
         has_cse = cse_here >= 0
         if has_cse.any():
             _, snapped = tree.query(template_vertices[cse_here[has_cse]] + shift[has_cse])

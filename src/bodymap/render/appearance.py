@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from bodymap.determinism import ordered_matmul
 from bodymap.render.identity import Identity, Material
 
 
@@ -121,8 +122,10 @@ def sample_lighting(rng: np.random.Generator, camera_forward: np.ndarray) -> Lig
 
 def shade(albedo: np.ndarray, normals: np.ndarray, lighting: Lighting) -> np.ndarray:
     """Lambert + ambient. albedo, normals: [P, 3] float32 (normals unit, world). Returns [P, 3] float32 in 0..1."""
-    lambert = np.maximum(normals @ lighting.directions.T, 0.0)  # (P, L)
-    light = lighting.ambient * np.asarray(lighting.ambient_color, np.float32)[None] + lambert @ lighting.colors
+    # Products without BLAS (`ordered_matmul`): the same pixel values on any CPU.
+    lambert = np.maximum(ordered_matmul(normals, lighting.directions.T), 0.0)  # (P, L)
+    ambient = lighting.ambient * np.asarray(lighting.ambient_color, np.float32)[None]
+    light = ambient + ordered_matmul(lambert, lighting.colors)
     return np.clip(albedo * light, 0.0, 1.0)
 
 

@@ -10,6 +10,8 @@ from functools import cached_property
 
 import numpy as np
 
+from bodymap.determinism import ordered_matmul
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -39,7 +41,7 @@ class Camera:
 
     def to_camera(self, points: np.ndarray) -> np.ndarray:
         """World points [..., 3] -> camera coordinates [..., 3] (z = depth along the optical axis)."""
-        return (np.asarray(points, np.float64) - self.origin) @ self.cam_to_world
+        return ordered_matmul(np.asarray(points, np.float64) - self.origin, self.cam_to_world)
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World points [..., 3] -> (pixel positions [..., 2] float64 (x, y), depth [...] float64).

@@ -35,7 +35,11 @@ def exact_flow(a: Frame, b: Frame, tolerance_m: float = 0.03) -> tuple[np.ndarra
             continue
         f = a.face[rows, cols]
         bary = a.bary[rows, cols]
-        points = np.einsum("pk,pkd->pd", bary, pb.vertices[pb.mesh.faces[f]])
+        # Three multiply-adds in a fixed order (not einsum's CPU-dependent loops), then a BLAS-free projection:
+        # flow is float32 and shows the last bit of every step.
+        tri = pb.mesh.faces[f]
+        points = bary[:, :1] * pb.vertices[tri[:, 0]] + bary[:, 1:2] * pb.vertices[tri[:, 1]]
+        points = points + bary[:, 2:] * pb.vertices[tri[:, 2]]
         xy, z = b.camera.project(points)
         fx, fy = xy[:, 0] - (cols + 0.5), xy[:, 1] - (rows + 0.5)
         px, py = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from bodymap.determinism import ordered_matmul, torch_threads
 from bodymap.raycast import MeshQuery, nearest_corner, warp, warp_device
 from bodymap.render.appearance import identity_albedo, shade
 from bodymap.render.background import Backgrounds
@@ -125,7 +125,7 @@ class Renderer:
         self.body = AnnyBody(str(template.meta.get("anny_topology", "anny")))
         shape = dict(template.meta.get("shape", {}))
         rest = self.body.pose([shape])
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch_threads(1):  # as AnnyBody.pose: one thread, the same bones anywhere
             warnings.simplefilter("ignore")
             out = self.body.model(pose_parameters=None, phenotype_kwargs=self.body.phenotype_tensor([shape]))
         heads = out["rest_bone_poses"][0, :, :3, 3].cpu().numpy() @ ANNY_TO_BODY.T
@@ -181,16 +181,11 @@ class Renderer:
             return []
         rotations = self.skeleton.rotations(np.stack([p.pose for p in people]))
         shapes = [self.identities[p.identity].shape for p in people]
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # same numbers in every worker, and parallelism comes from processes
-        try:
-            # Batches of at most POSE_BATCH bodies bound memory on long sequences.
-            batches = [
-                self.body.pose(shapes[i : i + POSE_BATCH], rotations[i : i + POSE_BATCH])
-                for i in range(0, len(people), POSE_BATCH)
-            ]
-        finally:
-            torch.set_num_threads(threads)
+        # Batches of at most POSE_BATCH bodies bound memory on long sequences (Anny poses on one torch thread).
+        batches = [
+            self.body.pose(shapes[i : i + POSE_BATCH], rotations[i : i + POSE_BATCH])
+            for i in range(0, len(people), POSE_BATCH)
+        ]
         full = np.concatenate([b.vertices for b in batches])
         keypoints = np.concatenate([b.keypoints for b in batches])
         posed = []
@@ -199,15 +194,15 @@ class Renderer:
             vertices, normals, template = mesh.vertices(full[k])
             rot = _yaw(person.yaw_deg)
             shift = np.array([person.position[0], -float(full[k][:, 1].min()), person.position[1]], np.float32)
-            world = vertices @ rot.T + shift
+            world = ordered_matmul(vertices, rot.T) + shift
             posed.append(
                 PosedPerson(
                     person,
                     mesh,
                     world,
-                    normals @ rot.T,
-                    template @ rot.T + shift,
-                    keypoints[k] @ rot.T + shift,
+                    ordered_matmul(normals, rot.T),
+                    ordered_matmul(template, rot.T) + shift,
+                    ordered_matmul(keypoints[k], rot.T) + shift,
                     world.min(axis=0),
                     world.max(axis=0),
                 )

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bodymap.determinism import torch_threads
+
 log = logging.getLogger(__name__)
 
 # Rows: body-frame axes expressed in Anny's axes. x' = x, y' = z, z' = -y (a proper rotation).
@@ -123,11 +125,13 @@ class AnnyBody:
             rot = torch.as_tensor(bone_rotations, dtype=torch.float32, device=self.device)
             pose = torch.eye(4, device=self.device).repeat(batch, rot.shape[1], 1, 1)
             pose[:, :, :3, :3] = rot
-        with warnings.catch_warnings():
+        # One torch thread, whatever the caller's count: the vertices depend on it (a batch of 4 posed at 16 threads
+        # differed from 1..8 threads), and the renderer's parallelism comes from worker processes.
+        with warnings.catch_warnings(), torch_threads(1):
             warnings.simplefilter("ignore")
             out = self.model(pose_parameters=pose, phenotype_kwargs=self.phenotype_tensor(shapes))
-        vertices = out["vertices"].to(torch.float32)
-        keypoints = self.keypoint_regressor({"vertices": vertices})
-        vertices = vertices @ self._to_body.T
-        keypoints = keypoints @ self._to_body.T
+            vertices = out["vertices"].to(torch.float32)
+            keypoints = self.keypoint_regressor({"vertices": vertices})
+            vertices = vertices @ self._to_body.T
+            keypoints = keypoints @ self._to_body.T
         return PosedBodies(vertices.cpu().numpy(), keypoints.cpu().numpy())

@@ -162,7 +162,7 @@ def _merge_islands(chart: np.ndarray, faces: np.ndarray, max_rounds: int = 20) -
             if len(comps) <= 1:
                 continue
             sizes = np.array([(comp == k).sum() for k in comps])
-            for k in comps[np.argsort(sizes)[:-1]]:
+            for k in comps[np.argsort(sizes, kind="stable")[:-1]]:  # stable: ties keep the same piece
                 members = comp == k
                 border = members[adj.row] & ~members[adj.col]
                 neighbour = chart[adj.col[border]]

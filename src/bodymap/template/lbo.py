@@ -10,6 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
+from bodymap.determinism import blas_threads
+
 
 def laplacian(vertices: np.ndarray, faces: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(L, M): cotan Laplacian (positive semi-definite) and diagonal mass matrix, both [V, V]."""
@@ -26,9 +28,14 @@ def lbo_basis(vertices: np.ndarray, faces: np.ndarray, k: int) -> tuple[np.ndarr
         (eigenvalues [k] float64 ascending, basis [V, k] float32 M-orthonormal, vertex areas [V] float32).
     """
     lap, mass = laplacian(vertices, faces)
-    # Shift-invert just below 0: L is singular (constants), L - sigma M is not.
-    values, vectors = eigsh(lap, k=k, M=mass, sigma=-1e-6, which="LM")
-    order = np.argsort(values)
+    # Shift-invert just below 0: L is singular (constants), L - sigma M is not. ARPACK's start vector is fixed:
+    # without v0, scipy draws it from OS entropy, so every build gave a slightly different basis (~1e-8).
+    # One BLAS thread: ARPACK's BLAS calls gave other bits on 2 OpenBLAS threads than on 1 (13k vertices), and on
+    # a shared 2-core machine one thread was also 8x faster.
+    v0 = np.random.default_rng(0).uniform(-1.0, 1.0, lap.shape[0])
+    with blas_threads(1):
+        values, vectors = eigsh(lap, k=k, M=mass, sigma=-1e-6, which="LM", v0=v0)
+    order = np.argsort(values, kind="stable")
     values, vectors = values[order], vectors[:, order]
     # Fix each eigenvector's sign (largest-magnitude entry positive) so rebuilds are reproducible.
     signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(k)])

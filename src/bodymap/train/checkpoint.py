@@ -35,10 +35,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
-    """torch.save `state` to `path` through a temporary file, so a kill mid-write leaves the old checkpoint."""
+    """torch.save `state` to `path` through a temporary file, so a kill mid-write leaves the old checkpoint.
+
+    Saved through a file object: given a file name, torch names the zip's top folder after it, and the temporary
+    name is random, so the same weights gave other bytes every time. Now the same state gives the same bytes.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     return path
 
 

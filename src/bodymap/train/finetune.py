@@ -23,6 +23,7 @@ from bodymap.data.augment import AugmentConfig
 from bodymap.data.pairs import FramePairs, WithPairs
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import ImageSet, pipeline_sets
+from bodymap.determinism import torch_threads
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.equivariance import equivariance_loss, random_affine_flow
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
@@ -154,7 +155,8 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    metrics = run_finetune(args, params)
+    with torch_threads(params.finetune.train.threads):  # training and inference: results depend on the count
+        metrics = run_finetune(args, params)
     if args.metrics is not None and metrics:
         write_json(args.metrics, metrics)
     return 0

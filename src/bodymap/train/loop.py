@@ -9,6 +9,7 @@ no-op off rank 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bodymap.determinism import torch_threads
 from bodymap.errors import BodymapError
 from bodymap.io import atomic_path
 from bodymap.log import progress
@@ -62,6 +64,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     workers: int = 0
+    # torch's intra-op CPU threads while training (None: leave them as they are). The weights depend on it.
+    threads: int | None = None
 
     @classmethod
     def from_params(cls, params: Any) -> TrainConfig:
@@ -152,6 +156,25 @@ def train(
         init_state: starting weights (e.g. the pretrained model for fine-tuning), ignored when resuming.
         on_step: called after every step with (step, loss terms) — progress hooks, tests.
     """
+    with torch_threads(config.threads) if config.threads else contextlib.nullcontext():
+        return _train(
+            model, dataset, loss_fn, config, out_dir, model_name, model_args, params, tracker, init_state, on_step
+        )
+
+
+def _train(
+    model: nn.Module,
+    dataset: SampleDataset,
+    loss_fn: LossFn,
+    config: TrainConfig,
+    out_dir: str | Path,
+    model_name: str,
+    model_args: dict[str, Any],
+    params: dict[str, Any] | None,
+    tracker: Tracker | None,
+    init_state: dict[str, torch.Tensor] | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
     start_time = time.monotonic()
     out_dir = Path(out_dir)
     dist_info = distributed.setup(config.device)

@@ -15,6 +15,7 @@ from bodymap.config import AugmentParams, Params, PretrainParams
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import ImageSet, pipeline_sets
+from bodymap.determinism import torch_threads
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
 from bodymap.models.registry import build_model, model_args, params_overrides
@@ -124,7 +125,8 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    metrics = run_pretrain(args, params)
+    with torch_threads(params.pretrain.train.threads):  # training and inference: results depend on the count
+        metrics = run_pretrain(args, params)
     if args.metrics is not None and metrics:
         write_json(args.metrics, metrics)
     return 0
