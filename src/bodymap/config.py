@@ -254,7 +254,12 @@ class RenderParams(Strict):
 
 # -------------------------------------------------------------------------------------------------------- training
 class TrainParams(Strict):
-    """One training run of the shared loop (`bodymap.train`)."""
+    """One training run of the shared loop (`bodymap.train`).
+
+    amp: mixed precision. `amp_dtype` float16 (with loss scaling) runs on CUDA only, and on the CPU the run stays
+    float32; bfloat16 (no loss scaling) runs on CUDA (Ampere and later; V100s emulate it slowly) and on the CPU.
+    The losses always run in float32.
+    """
 
     steps: PositiveInt = 200
     batch_size: PositiveInt = 8
@@ -267,6 +272,7 @@ class TrainParams(Strict):
     seed: NonNegInt = 0
     device: Device = "auto"
     amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
     workers: NonNegInt = 0
 
 

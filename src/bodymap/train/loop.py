@@ -1,10 +1,10 @@
 """The one training loop, used by `cse_init`, `pretrain` and `finetune`. It reads top to bottom.
 
-torchrun-compatible DDP (gloo on CPU, NCCL on CUDA), AMP on CUDA, gradient clipping, cosine schedule with linear
-warm-up, a NaN guard, atomic checkpoints every N steps and at the end, and exact resume: every source of
-randomness is a function of (seed, step, rank) or (seed, epoch, sample), so a run resumed from its last checkpoint
-ends with the same weights as an uninterrupted one. Logging goes through `bodymap.tracking.Tracker`, which is a
-no-op off rank 0.
+torchrun-compatible DDP (gloo on CPU, NCCL on CUDA), AMP (float16 on CUDA, bfloat16 on CUDA or the CPU; the
+losses in float32), gradient clipping, cosine schedule with linear warm-up, a NaN guard, atomic checkpoints every N
+steps and at the end, and exact resume: every source of randomness is a function of (seed, step, rank) or (seed,
+epoch, sample), so a run resumed from its last checkpoint ends with the same weights as an uninterrupted one.
+Logging goes through `bodymap.tracking.Tracker`, which is a no-op off rank 0.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = "float16"
     workers: int = 0
 
     @classmethod
@@ -122,6 +123,22 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
 
 
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_settings(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, bool, bool]:
+    """(autocast dtype, whether autocast is on, whether gradients are loss-scaled) for a run on `device`.
+
+    float16 autocast runs on CUDA only (on the CPU the run stays float32) and needs loss scaling; bfloat16 has
+    float32's range, so it runs on CUDA or the CPU without scaling.
+    """
+    if config.amp_dtype not in AMP_DTYPES:
+        raise BodymapError(f"amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {config.amp_dtype!r}")
+    dtype = AMP_DTYPES[config.amp_dtype]
+    use_amp = config.amp and (device.type == "cuda" or dtype == torch.bfloat16)
+    return dtype, use_amp, use_amp and dtype == torch.float16
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -157,7 +174,7 @@ def train(
     dist_info = distributed.setup(config.device)
     device = dist_info.device
     tracker = tracker if (tracker is not None and dist_info.is_main) else Tracker(enabled=False)
-    use_amp = config.amp and device.type == "cuda"
+    amp_dtype, use_amp, use_scaler = amp_settings(config, device)
 
     # Model, optimiser, schedule.
     model = model.to(device)
@@ -169,7 +186,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, config.steps, config.warmup_steps)
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     # Resume from the last checkpoint of this run, if any.
     start_step = 0
@@ -179,7 +196,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # empty when saved without loss scaling (CPU, bfloat16)
+            scaler.load_state_dict(state["scaler"])
         start_step = int(state["step"])
         log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.steps)
     if dist_info.distributed:
@@ -225,7 +243,7 @@ def train(
         generator = torch.Generator().manual_seed(config.seed * 7_777_777 + step * 31 + dist_info.rank)
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
 
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             loss, terms = loss_fn(model, batch, generator)
         if not torch.isfinite(loss):
             detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
