@@ -138,8 +138,9 @@ def test_pretrain_command_trains_checkpoints_and_scores_the_test_split(work: Wor
     assert {"classification", "silhouette", "geodesic", "consistency"} <= set(rows[0])
 
 
-def test_pretrain_under_torchrun_on_two_processes(work: Work, cse: Path) -> None:
-    """torchrun-compatible DDP on CPU (gloo): the real command on two ranks trains and writes one checkpoint."""
+def test_pretrain_under_torchrun_on_two_processes_is_one_mlflow_run(work: Work, cse: Path, tmp_path: Path) -> None:
+    """torchrun-compatible DDP on CPU (gloo): the real command on two ranks trains, writes one checkpoint, and opens
+    one MLflow run (rank 0's) with the loop's metrics; before, every rank opened its own."""
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     cmd = [
         torchrun, "--standalone", "--nproc_per_node=2", "-m", "bodymap.cli", "pretrain",
@@ -147,12 +148,18 @@ def test_pretrain_under_torchrun_on_two_processes(work: Work, cse: Path) -> None
         "--model-dir", "models/ddp", "--out", "ddp", "--params", str(work.params), "-q",
         "--set", "pretrain.train.steps=2", "--set", "pretrain.train.batch_size=2",
     ]  # fmt: skip
-    env = {**work.env, "OMP_NUM_THREADS": "1", "BODYMAP_TRACKING": "0"}
+    store = f"sqlite:///{tmp_path / 'ddp-mlflow.db'}"
+    env = {**work.env, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": store}
     result = subprocess.run(cmd, cwd=work.root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+    import mlflow
     import torch
 
     assert torch.load(work.root / "models/ddp/last.pt", weights_only=False)["step"] == 2
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [run.info.run_name for run in runs] == ["pretrain"]
+    assert runs[0].info.status == "FINISHED" and "train.loss" in runs[0].data.metrics
 
 
 @pytest.fixture(scope="module")
