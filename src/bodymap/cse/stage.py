@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bodymap.cli import add_stage_inputs
+from bodymap.cli import add_stage_inputs, add_training_options
 from bodymap.config import CseParams, Params
 from bodymap.cse.infer import infer_split, load_cse_model
 from bodymap.cse.loss import foreground_loss, soft_embedding_loss
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="CSE outputs, one subdirectory per image set")
     parser.add_argument("--metrics", type=Path, default=None, help="training figures and baseline metrics (JSON)")
     parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV, DVC plots)")
+    add_training_options(parser)
 
 
 def build_cse(template: BodyTemplate, p: CseParams) -> tuple[CseNet, dict[str, Any]]:
@@ -95,9 +96,17 @@ def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params:
 
 
 def run_cse_init(
-    template_dir: Path, render_dir: Path, model_dir: Path, out_dir: Path, params: Params, plots: Path | None = None
+    template_dir: Path,
+    render_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    params: Params,
+    plots: Path | None = None,
+    restart: bool = False,
 ) -> dict:
-    """Train, infer on every image set, score the baseline; returns the figures for the metrics file."""
+    """Train, infer on every image set, score the baseline; returns the figures for the metrics file.
+
+    restart: train from step 0 even when `model_dir` holds a checkpoint (see `bodymap.train.train`)."""
     p = params.cse_init
     template = BodyTemplate.load(template_dir)
     sets = pipeline_sets(render_dir, params.pseudo_gt)
@@ -122,6 +131,7 @@ def run_cse_init(
             model_args,
             params=p.model_dump(mode="json"),
             tracker=tracker,
+            restart=restart,
         )
         if setup(p.train.device).is_main:
             device = select_device(p.train.device)
@@ -147,7 +157,7 @@ def run_cse_init(
 
 
 def main(args: argparse.Namespace, params: Params) -> int:
-    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params, args.plots)
+    figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params, args.plots, args.restart)
     if args.metrics is not None:
         write_json(args.metrics, figures)
     log.info("cse_init: %s", {k: v for k, v in figures.items() if "/" not in k or k.endswith(("gpsm_ap", "cm_10"))})

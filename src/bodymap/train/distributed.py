@@ -75,3 +75,12 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / info.world_size
+
+
+def gather_objects(value: object, info: DistInfo) -> list[object]:
+    """Every rank's `value` as a list indexed by rank, on every rank ([value] when single-process)."""
+    if not info.distributed:
+        return [value]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, value)
+    return out

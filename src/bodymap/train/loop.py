@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +28,15 @@ from bodymap.io import atomic_path
 from bodymap.log import progress
 from bodymap.tracking import Tracker
 from bodymap.train import distributed
-from bodymap.train.checkpoint import LAST, load_checkpoint, save_checkpoint
+from bodymap.train.checkpoint import (
+    LAST,
+    load_checkpoint,
+    resume_problems,
+    rng_state,
+    run_hash,
+    save_checkpoint,
+    set_rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,22 +163,37 @@ def train(
     tracker: Tracker | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    restart: bool = False,
+    store: str | None = None,
 ) -> TrainResult:
     """Train `model` on `dataset` for `config.steps` optimiser steps; resume from `out_dir/last.pt` if present.
+
+    A checkpoint resumes only the run that wrote it: the same model name and arguments, the same params and
+    training settings (`bodymap.train.checkpoint.run_hash`) and no more steps than this run has. Anything else is
+    one error naming the file and each differing field with both values; `restart` begins again from step 0
+    instead (the checkpoint is replaced at the first save).
 
     Args:
         model: a freshly built model (its weights are replaced on resume or by `init_state`).
         dataset: examples via `sample(index, rng)`; batches are stacked dicts of tensors.
         loss_fn: see `LossFn`.
-        out_dir: checkpoint directory (`last.pt`, atomically replaced every `checkpoint_every` steps).
+        out_dir: checkpoint directory (`last.pt`, atomically and durably replaced every `checkpoint_every` steps).
         model_name, model_args: stored in checkpoints so the model can be rebuilt without the config.
         params: resolved parameters stored in checkpoints.
         tracker: MLflow run to log to (only rank 0 logs).
         init_state: starting weights (e.g. the pretrained model for fine-tuning), ignored when resuming.
         on_step: called after every step with (step, loss terms) — progress hooks, tests.
+        restart: ignore any checkpoint (local or on the store) and train from step 0.
+        store: an `s3://` directory that keeps `last.pt` beyond this machine: rank 0 publishes every checkpoint
+            there, and a run that starts without a local checkpoint resumes from the store's (a preempted pod
+            restarts with an empty disk). Default: the s3:// `--model-dir` this process was given
+            (`bodymap.remote.checkpoint_store`).
     """
+    from bodymap.remote import checkpoint_store
+
     start_time = time.monotonic()
     out_dir = Path(out_dir)
+    store = store if store is not None else checkpoint_store(out_dir)
     dist_info = distributed.setup(config.device)
     device = dist_info.device
     tracker = tracker if (tracker is not None and dist_info.is_main) else Tracker(enabled=False)
@@ -188,11 +211,23 @@ def train(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
-    # Resume from the last checkpoint of this run, if any.
+    # Resume from the last checkpoint of this run, if any (fetched from the store when the disk has none).
     start_step = 0
     ckpt_path = out_dir / LAST
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
+    this_run = run_hash(params or {}, asdict(config))
+    state = None if restart else _existing_checkpoint(ckpt_path, store, device)
+    if restart and (ckpt_path.exists() or store is not None):
+        log.info("--restart: training %s from step 0; the checkpoint in %s is replaced", model_name, store or out_dir)
+    if state is not None:
+        problems = resume_problems(
+            state, model_name=model_name, model_args=model_args, run=this_run, steps=config.steps
+        )
+        if problems:
+            raise BodymapError(
+                f"{ckpt_path}{f' (from {store})' if store else ''}: cannot resume this run from it: "
+                + "; ".join(problems)
+                + ". Pass --restart to train from step 0 (the checkpoint is replaced), or use another --model-dir"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -216,8 +251,12 @@ def train(
         persistent_workers=config.workers > 0,
     )
     batches = iter(loader)
+    if state is not None:
+        # After the loader's iterator took its seed: from here on the global RNGs continue as the saved run's.
+        _restore_rng(state.get("rng"), dist_info, ckpt_path)
 
     def checkpoint(step: int) -> None:
+        rngs = distributed.gather_objects(rng_state(), dist_info)  # every rank's, rank 0 gets the list
         if dist_info.is_main:
             save_checkpoint(
                 ckpt_path,
@@ -225,11 +264,17 @@ def train(
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),
+                rng=rngs,
                 step=step,
                 model_name=model_name,
                 model_args=model_args,
                 params=params or {},
+                run_hash=this_run,
             )
+            if store is not None:
+                from bodymap.storage import Storage
+
+                Storage().publish_file(ckpt_path, f"{store.rstrip('/')}/{LAST}")
         distributed.barrier(dist_info)
 
     history: list[dict[str, float]] = []
@@ -279,6 +324,31 @@ def train(
     if dist_info.is_main:
         log.info("trained %s to step %d in %.1f s", model_name, config.steps, seconds)
     return TrainResult(step=config.steps, checkpoint=ckpt_path, history=history, seconds=seconds)
+
+
+def _existing_checkpoint(path: Path, store: str | None, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint to resume from: `path`, else the store's `last.pt` (downloaded to `path`), else None."""
+    if not path.exists() and store is not None:
+        from bodymap.storage import Storage
+
+        storage = Storage()
+        uri = f"{store.rstrip('/')}/{LAST}"
+        if storage.exists(uri):
+            log.info("no local checkpoint: fetching %s", uri)
+            storage.download_file(uri, path)
+    return load_checkpoint(path, map_location=device) if path.exists() else None
+
+
+def _restore_rng(saved: Any, dist_info: distributed.DistInfo, path: Path) -> None:
+    """Set this rank's global RNGs to those saved with the checkpoint (one state per rank)."""
+    if not isinstance(saved, list) or len(saved) != dist_info.world_size:
+        have = len(saved) if isinstance(saved, list) else 0
+        log.warning(
+            "%s: RNG state of %d rank(s), this run has %d; per-step seeds still make the loop's draws exact",
+            path, have, dist_info.world_size,
+        )  # fmt: skip
+        return
+    set_rng_state(saved[dist_info.rank])
 
 
 def write_history(path: Path, result: TrainResult) -> None:
