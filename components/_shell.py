@@ -80,6 +80,24 @@ def run_stage(stage: str, options: dict, sections: dict, metrics=None, procs: in
         log_key_metrics(metrics)
 
 
+def run_training_stage(stage: str, options: dict, model, sections: dict, metrics, procs: int = 1) -> None:
+    """`run_stage` for a stage that trains into the `model` artifact, so that its checkpoint outlives the pod.
+
+    With the pipeline root on the S3 store (`s3://...`) the stage gets the artifact's URI as `--model-dir`: the
+    loop publishes `last.pt` there every `checkpoint_every` steps and resumes from it when it starts without one.
+    A KFP retry of the task runs with the same output URIs (the driver provisions them once per task), so a
+    preempted pod's retry continues where the last checkpoint left off. The finished model directory is then
+    fetched to `model.path`, from which KFP records the artifact. Any other pipeline root trains into
+    `model.path` as before (a retry starts again).
+    """
+    from bodymap.storage import Storage
+
+    on_store = model.uri.startswith("s3://")
+    run_stage(stage, {**options, "--model-dir": model.uri if on_store else model.path}, sections, metrics, procs)
+    if on_store:
+        Storage().download_dir(model.uri, model.path)
+
+
 def run_training_job(stage: str, inputs: dict, outputs: dict, sections: dict, cluster: str, metrics) -> None:
     """Run `bodymap <stage>` as a multi-node TrainJob / PyTorchJob (`bodymap.cluster`), then fetch its outputs.
 
@@ -104,7 +122,7 @@ def run_training_job(stage: str, inputs: dict, outputs: dict, sections: dict, cl
     log_key_metrics(metrics)
 
 
-HELPERS = [params_overrides, log_key_metrics, run_stage]
+HELPERS = [params_overrides, log_key_metrics, run_stage, run_training_stage]
 
 
 def component(*, extra_helpers: tuple = ()) -> Callable:

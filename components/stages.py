@@ -8,7 +8,7 @@ defaults. A component takes the sections its stage reads: its own, plus `pseudo_
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components._shell import component, run_stage, run_training_job
+from components._shell import component, run_stage, run_training_job, run_training_stage
 
 
 @component()
@@ -37,9 +37,9 @@ def cse_init(
     gpus: int = 0,
 ):
     """Train CSE on the rendered people, infer it on every image set, score it as the baseline."""
-    options = {"--template": template.path, "--render": render.path, "--model-dir": model.path, "--out": cse.path}
+    options = {"--template": template.path, "--render": render.path, "--out": cse.path, "--metrics": metrics.path}
     sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
-    run_stage("cse_init", {**options, "--metrics": metrics.path}, sections, metrics, procs=max(gpus, 1))
+    run_training_stage("cse_init", options, model, sections, metrics, procs=max(gpus, 1))
 
 
 @component()
@@ -83,8 +83,8 @@ def pretrain(
     if cluster["nodes"] > 1:
         run_training_job("pretrain", inputs, outputs, sections, cluster_params, metrics)
     else:
-        paths = {flag: artifact.path for flag, artifact in {**inputs, **outputs}.items()}
-        run_stage("pretrain", paths, sections, metrics, procs=max(cluster["gpus_per_node"], 1))
+        paths = {flag: artifact.path for flag, artifact in {**inputs, **outputs}.items() if flag != "--model-dir"}
+        run_training_stage("pretrain", paths, model, sections, metrics, procs=max(cluster["gpus_per_node"], 1))
 
 
 @component()
@@ -108,11 +108,11 @@ def finetune(
     from bodymap.train.checkpoint import LAST
 
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--pseudo-gt": pseudo_gt.path}
-    outputs = {"--model-dir": model.path, "--out": evaluation.path, "--metrics": metrics.path, "--plots": curve.path}
+    outputs = {"--out": evaluation.path, "--metrics": metrics.path, "--plots": curve.path}
     sections = {"finetune": finetune_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
     sections["render"] = render_params  # fine-tuning letterboxes photos to the render resolution
     options = {**inputs, "--pretrained": f"{pretrained.path}/{LAST}", **outputs}
-    run_stage("finetune", options, sections, metrics, procs=max(gpus, 1))
+    run_training_stage("finetune", options, model, sections, metrics, procs=max(gpus, 1))
 
 
 @component()

@@ -68,7 +68,9 @@ POD_SIZES = {
 }
 TRAINING = ("cse_init", "pretrain", "finetune")
 # Long, compute-heavy stages that a cluster runs on preemptible (spot) nodes: retried after an eviction. A retry
-# starts the stage afresh (a KFP retry gets new output paths, so the loop's checkpoint resume does not apply).
+# runs with the same output URIs (KFP's driver provisions them once per task), and the training stages keep their
+# checkpoint at the model artifact's URI on the S3 store (`run_training_stage`), so a retried cse_init, pretrain or
+# finetune continues from its last checkpoint; render starts again.
 PREEMPTIBLE = ("render", "cse_init", "pretrain", "finetune")
 RETRIES = 2
 UNCACHED = ("register",)

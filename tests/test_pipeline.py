@@ -266,3 +266,40 @@ def test_multinode_pretrain_is_a_cpu_launcher_that_submits_a_training_job(tmp_pa
     assert validate_params({k: yaml.safe_load(v) for k, v in sets.items()}).pretrain == PARAMS.pretrain
     assert sorted(fetched) == sorted(artifact[n].uri for n in ("model", "evaluation", "metrics", "curve"))
     assert artifact["metrics"].logged == {"bodymap/test/gpsm_ap": 1.5}
+
+
+@pytest.mark.parametrize("root", ["s3://bodymap/kfp", "minio://mlpipeline/v2/artifacts"])
+def test_single_node_pretrain_keeps_its_checkpoint_on_the_store(tmp_path, monkeypatch, root):
+    """On an S3 pipeline root the training pod gets the model artifact's URI as --model-dir, where the loop keeps
+    `last.pt` while it trains (a KFP retry of the task gets the same URI and continues); the finished model is then
+    fetched to the artifact's local path for KFP to record. Other roots train into the local path."""
+    import bodymap.cli
+    import bodymap.storage
+
+    commands, fetched = [], []
+
+    class FakeStorage:
+        def download_dir(self, uri, path):
+            fetched.append((uri, path))
+
+    monkeypatch.setattr(bodymap.cli, "main", lambda argv: commands.append(argv) or 0)
+    monkeypatch.setattr(bodymap.storage, "Storage", FakeStorage)
+    artifact = {}
+    for name in ("template", "render", "cse", "model", "evaluation", "metrics", "curve"):
+        artifact[name] = SimpleNamespace(uri=f"{root}/run/{name}", path=str(tmp_path / name))
+    (tmp_path / "metrics").write_text("{}")
+    artifact["metrics"].log_metric = lambda key, value: None
+    pretrain.python_func(
+        **artifact,
+        pretrain_params=json.dumps(PARAMS.pretrain.model_dump(mode="json")),
+        pseudo_gt_params=json.dumps(PARAMS.pseudo_gt.model_dump(mode="json")),
+        evaluate_params=json.dumps(PARAMS.evaluate.model_dump(mode="json")),
+        cluster_params=json.dumps(CLUSTER.model_dump(mode="json")),
+    )
+    ((argv,),) = [commands]
+    model_dir = argv[argv.index("--model-dir") + 1]
+    if root.startswith("s3://"):
+        assert model_dir == artifact["model"].uri and fetched == [(model_dir, artifact["model"].path)]
+    else:
+        assert model_dir == artifact["model"].path and fetched == []
+    assert argv[argv.index("--out") + 1] == artifact["evaluation"].path  # the other outputs stay local
