@@ -21,6 +21,7 @@ from bodymap.data.sets import pipeline_sets
 from bodymap.eval.floors import FLOORS, write_floor_predictions
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.geodesic import sample_pixels
+from bodymap.losses.total import TemplateTensors
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train import TrainConfig, train
@@ -57,15 +58,17 @@ def build_cse(template: BodyTemplate, p: CseParams) -> tuple[CseNet, dict[str, A
 
 
 def make_loss(template: BodyTemplate, p: CseParams):
-    """The CSE training objective: soft geodesic embedding loss on sampled pixels + foreground cross-entropy."""
-    geodesics = template.geodesics
+    """The CSE training objective: soft geodesic embedding loss on sampled pixels + foreground cross-entropy.
+
+    The geodesic table lives on the training device (`TemplateTensors`), so the rows never come from the host."""
+    tables = TemplateTensors.from_template(template, select_device(p.train.device))
 
     def loss_fn(model, batch, generator):
         out = model(batch["image"])
         b, y, x = sample_pixels(batch["vertex"] >= 0, p.pixels_per_image, generator)
         gt_vertex = batch["vertex"][b, y, x]
         emb = out["embedding"][b, :, y, x]  # (N, D)
-        rows = torch.from_numpy(geodesics.rows(gt_vertex.cpu().numpy())).to(emb.device)  # (N, V)
+        rows = tables.geodesic_rows(gt_vertex)  # (N, V)
         vertex_embedding = (model.module if hasattr(model, "module") else model).vertex_embedding()
         embed = soft_embedding_loss(emb, vertex_embedding, rows, p.sigma_geodesic_m, p.sigma_embedding)
         fg = foreground_loss(out["fg_logits"], batch["mask"])

@@ -32,10 +32,16 @@ class DistInfo:
         return self.world_size > 1
 
 
-def select_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' → this rank's CUDA device when available, else CPU; 'cuda' without a GPU is an error."""
+def select_device(device: str = "auto", local_rank: int | None = None) -> torch.device:
+    """'auto' → this rank's CUDA device when available, else CPU; 'cuda' without a GPU is an error.
+
+    local_rank: default `LOCAL_RANK` (torchrun's), so everything a rank puts on the GPU (the model, the loss
+    tables) lands on the same device, not all ranks' tables on cuda:0.
+    """
     if device == "cpu":
         return torch.device("cpu")
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if device == "cuda":
