@@ -305,7 +305,9 @@ class ModelParams(Strict):
     (e.g. to `bodymap_vit_large` or `bodymap_resnet`) needs no other key. A key the chosen network does not take
     (e.g. `patch_size` for a CNN) is an error. encoder: timm name of both encoders. img_size: ViT position-embedding
     size. patch_size, depth: ViT token stride and blocks. out_indices: ViT blocks / CNN levels fed to the decoder.
-    features: decoder width.
+    features: decoder width. pretrained: where both encoders start: false (random), true (timm's pretrained
+    weights for `encoder`, ImageNet, from the Hugging Face hub), a timm hub name (`vit_large_patch16_224.augreg_in21k`,
+    `hf-hub:timm/...`), or a local weights file (.pth, .pt, .bin, .safetensors; a timm state dict of the encoder).
     """
 
     name: str = "bodymap_vit"
@@ -315,6 +317,7 @@ class ModelParams(Strict):
     depth: PositiveInt | None = None
     out_indices: list[NonNegInt] | None = None
     features: PositiveInt | None = None
+    pretrained: bool | Annotated[str, Field(min_length=1)] = False
 
 
 class LossParams(Strict):
