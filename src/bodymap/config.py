@@ -282,6 +282,8 @@ class CseParams(Strict):
     sigma_geodesic_m: width of the geodesic target softmax(-d / sigma_g). sigma_embedding: temperature of the
     embedding distances (vertex embeddings are unit vectors, so squared distances lie in [0, 4]).
     input_scale: the encoder runs on the image resized by this factor (outputs stay at input size).
+    workers: processes that share the inference on the image sets after training (shards of their batches, merged
+    into the files one process writes; `bodymap.shards`).
     """
 
     backbone: str = "resnet18"
@@ -294,6 +296,7 @@ class CseParams(Strict):
     foreground_weight: NonNegFloat = 1.0
     flip_probability: Probability = 0.5
     vertex_chunk: PositiveInt = 16384
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
     # Sized for the 2-core default run (~3 minutes); real scale is tens of thousands of steps on GPUs.
     train: TrainParams = TrainParams(steps=300, lr=5e-3, warmup_steps=20)
 
@@ -407,7 +410,8 @@ class EvaluateParams(Strict):
     (at the reference height) of where the body carried it, the model's nearest prediction within temporal_tau_cm.
     kappa: GPS normalisation, per_part (detectron2) or global (0.255). max_detections: detections per image for AP
     (detectron2: 20). min_instance_pixels: dense predictions split into instances drop smaller ones.
-    visualisations: images drawn per evaluation set.
+    visualisations: images drawn per evaluation set. workers: processes that share the `evaluate` stage's
+    predictions (shards of each set's batches, merged into the files one process writes; `bodymap.shards`).
     """
 
     windows_px: Annotated[list[PositiveInt], Field(min_length=1, max_length=16)] = [5, 10, 20]
@@ -420,6 +424,7 @@ class EvaluateParams(Strict):
     max_detections: Annotated[int, Field(gt=0, le=1000)] = 20
     min_instance_pixels: NonNegInt = 16
     visualisations: Annotated[int, Field(ge=0, le=1000)] = 4
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
 
 
 class RegisterParams(Strict):
