@@ -64,7 +64,7 @@ def run_stage(stage: str, options: dict, sections: dict, metrics=None, procs: in
 
     `--params /dev/null` starts from the schema defaults, so no params.yaml of the working directory leaks in. One
     process runs in this one; `procs` > 1 (a pod with several GPUs) runs one process per GPU under torchrun, like
-    the training jobs.
+    the training jobs. An option whose value is a list takes all of them (`--merge DIR DIR ...`; `[]`: a bare flag).
     """
     import subprocess
 
@@ -72,7 +72,8 @@ def run_stage(stage: str, options: dict, sections: dict, metrics=None, procs: in
     from bodymap.cluster import torchrun_command
 
     argv = [stage, "--params", "/dev/null", *params_overrides(sections)]
-    argv += [arg for flag, path in options.items() for arg in (flag, str(path))]
+    for flag, value in options.items():  # a list is one option with several values (e.g. --merge DIR DIR)
+        argv += [flag, *(str(v) for v in (value if isinstance(value, list) else [value]))]
     code = main(argv) if procs == 1 else subprocess.run(torchrun_command(1, procs, argv), check=False).returncode
     if code:
         raise RuntimeError(f"bodymap {stage} exited with status {code} (its error is printed above)")

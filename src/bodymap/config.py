@@ -507,7 +507,8 @@ class ClusterParams(Strict):
 
     `launcher` picks the job kind: a Kubeflow Trainer `TrainJob` on the `runtime` ClusterTrainingRuntime, or a
     `PyTorchJob` for clusters on the older Kubeflow training operator. Credentials reach the pods only as
-    environment variables from the two Secrets named here (see k8s/secrets/).
+    environment variables from the two Secrets named here (see k8s/secrets/). `shards` > 1 fans CSE inference and
+    the evaluation's predictions out over that many pods of the KFP pipeline (`dsl.ParallelFor`), merged after.
     """
 
     launcher: Literal["trainjob", "pytorchjob"] = "trainjob"
@@ -517,6 +518,7 @@ class ClusterParams(Strict):
     service_account: K8sName = "bodymap-trainer"
     nodes: Annotated[int, Field(ge=1, le=256)] = 1
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 1
+    shards: Annotated[int, Field(ge=1, le=256)] = 1
     accelerator_type: QualifiedName = "nvidia.com/gpu"
     node_label_key: QualifiedName = "nvidia.com/gpu.product"
     node_label_value: LabelValue = "Tesla-V100-SXM2-16GB"
