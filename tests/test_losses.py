@@ -331,18 +331,6 @@ def test_nearest_colour_finds_the_nearest_code_colour_on_the_device(template) ->
     assert torch.equal(own, torch.arange(0, template.num_vertices, 97))
 
 
-@pytest.mark.gpu
-def test_template_tensors_on_cuda_match_the_cpu(template) -> None:
-    cpu, cuda = TemplateTensors.from_template(template), TemplateTensors.from_template(template, "cuda")
-    vertex = torch.randint(0, template.num_vertices, (300,), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(cuda.geodesic_rows(vertex.cuda()).cpu(), cpu.geodesic_rows(vertex))
-    rgb = torch.randint(0, 256, (2000, 3), generator=torch.Generator().manual_seed(1))
-    ours, tree = cuda.decode_colors(rgb.cuda()), cpu.decode_colors(rgb)
-    assert ours.device.type == "cuda"
-    colours = cpu.colors
-    assert torch.equal(((rgb - colours[ours.cpu()]) ** 2).sum(1), ((rgb - colours[tree]) ** 2).sum(1))
-
-
 def test_total_loss_stays_float32_under_autocast(template) -> None:
     tt = TemplateTensors.from_template(template)
     batch = _batch(template)
