@@ -317,7 +317,7 @@ def test_nearest_colour_finds_the_nearest_code_colour_on_the_device(template) ->
     from bodymap.losses.total import nearest_colour
 
     tt = TemplateTensors.from_template(template)
-    rgb = torch.randint(0, 256, (3000, 3), generator=torch.Generator().manual_seed(0))
+    rgb = torch.randint(0, 256, (1500, 3), generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         found = nearest_colour(rgb, tt._colours_t, tt._colour_sq, chunk=700).numpy()
     tree = template.decode_colors(rgb.numpy())
@@ -325,7 +325,7 @@ def test_nearest_colour_finds_the_nearest_code_colour_on_the_device(template) ->
     distance = lambda ids: ((rgb.numpy() - colours[ids]) ** 2).sum(1)  # noqa: E731
     np.testing.assert_array_equal(distance(found), distance(tree))
     assert (found != tree).any()  # some exact ties, which the tree breaks otherwise
-    all_d = ((rgb.numpy()[:, None] - colours[None]) ** 2).sum(-1)  # (3000, V)
+    all_d = ((rgb.numpy()[:, None] - colours[None]) ** 2).sum(-1)  # (1500, V)
     np.testing.assert_array_equal(found, all_d.argmin(1))  # numpy's arg min: the first (lowest) id of a tie
     own = nearest_colour(tt.colors[::97], tt._colours_t, tt._colour_sq)
     assert torch.equal(own, torch.arange(0, template.num_vertices, 97))

@@ -238,23 +238,20 @@ def test_register_promotes_the_first_version_and_loads_by_alias(work: Work, eval
 
 
 def test_evaluate_in_shards_merges_into_the_unsharded_predictions(work: Work, evaluated: dict) -> None:
-    """Shard 0 of 2 by `bodymap evaluate --shard 0 --num-shards 2`, shard 1 in this process, merged: the same prediction
-    files as the unsharded `evaluate` run wrote (the files it scored)."""
+    """The two shards of `bodymap evaluate --shard i --num-shards 2` (its `predict_report_sets`, in this process),
+    merged: the same prediction files as the unsharded `evaluate` run wrote (the files it scored)."""
     from bodymap.config import load_params
     from bodymap.data.sets import pipeline_sets
     from bodymap.eval.pipeline import predict_report_sets
     from bodymap.shards import merge_shards
 
     checkpoint = work.root / "models" / "finetune" / "last.pt"
-    work.run(
-        "evaluate", "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
-        "--model", str(checkpoint), "--shard", "0", "--num-shards", "2", "--out", "eval-shard0",
-    )  # fmt: skip
     sets = pipeline_sets(work.render, load_params(work.params).pseudo_gt)
-    shard1 = work.root / "eval-shard1"
-    predict_report_sets(work.template, sets, work.root / "cse", checkpoint, shard1, "cpu", shard=1, num_shards=2)
+    shards = [work.root / f"eval-shard{k}" for k in range(2)]
+    for k, directory in enumerate(shards):
+        predict_report_sets(work.template, sets, work.root / "cse", checkpoint, directory, "cpu", shard=k, num_shards=2)
     merged = work.root / "eval-merged"
-    counts = merge_shards([shard1, work.root / "eval-shard0"], merged, "predictions")
+    counts = merge_shards(shards[::-1], merged, "predictions")
     assert counts == {name: int(evaluated[f"bodymap/{name}/images"]) for name in counts}
     whole = work.root / "evaluation" / "predictions" / "bodymap"
     files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
