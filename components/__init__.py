@@ -2,7 +2,21 @@
 
 from components._shell import project_image
 from components.placement import gpu_placement
-from components.stages import cse_init, evaluate, finetune, pretrain, pseudo_gt, register, render, template
+from components.stages import (
+    cse_infer,
+    cse_init,
+    cse_merge,
+    cse_train,
+    evaluate,
+    evaluate_merge,
+    evaluate_shard,
+    finetune,
+    pretrain,
+    pseudo_gt,
+    register,
+    render,
+    template,
+)
 
 STAGE_COMPONENTS = {
     "template": template,
@@ -15,10 +29,25 @@ STAGE_COMPONENTS = {
     "register": register,
 }
 
+# The steps of a sharded cse_init and evaluate (cluster.shards > 1): a stage in several tasks, each a `bodymap` call.
+SHARDED_COMPONENTS = {
+    "cse_train": cse_train,
+    "cse_infer": cse_infer,
+    "cse_merge": cse_merge,
+    "evaluate_shard": evaluate_shard,
+    "evaluate_merge": evaluate_merge,
+}
+
 __all__ = [
+    "SHARDED_COMPONENTS",
     "STAGE_COMPONENTS",
+    "cse_infer",
     "cse_init",
+    "cse_merge",
+    "cse_train",
     "evaluate",
+    "evaluate_merge",
+    "evaluate_shard",
     "finetune",
     "gpu_placement",
     "pretrain",

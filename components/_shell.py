@@ -64,7 +64,7 @@ def run_stage(stage: str, options: dict, sections: dict, metrics=None, procs: in
 
     `--params /dev/null` starts from the schema defaults, so no params.yaml of the working directory leaks in. One
     process runs in this one; `procs` > 1 (a pod with several GPUs) runs one process per GPU under torchrun, like
-    the training jobs.
+    the training jobs. An option whose value is a list takes all of them (`--merge DIR DIR ...`; `[]`: a bare flag).
     """
     import subprocess
 
@@ -72,12 +72,31 @@ def run_stage(stage: str, options: dict, sections: dict, metrics=None, procs: in
     from bodymap.cluster import torchrun_command
 
     argv = [stage, "--params", "/dev/null", *params_overrides(sections)]
-    argv += [arg for flag, path in options.items() for arg in (flag, str(path))]
+    for flag, value in options.items():  # a list is one option with several values (e.g. --merge DIR DIR)
+        argv += [flag, *(str(v) for v in (value if isinstance(value, list) else [value]))]
     code = main(argv) if procs == 1 else subprocess.run(torchrun_command(1, procs, argv), check=False).returncode
     if code:
         raise RuntimeError(f"bodymap {stage} exited with status {code} (its error is printed above)")
     if metrics is not None:
         log_key_metrics(metrics)
+
+
+def run_training_stage(stage: str, options: dict, model, sections: dict, metrics, procs: int = 1) -> None:
+    """`run_stage` for a stage that trains into the `model` artifact, so that its checkpoint outlives the pod.
+
+    With the pipeline root on the S3 store (`s3://...`) the stage gets the artifact's URI as `--model-dir`: the
+    loop publishes `last.pt` there every `checkpoint_every` steps and resumes from it when it starts without one.
+    A KFP retry of the task runs with the same output URIs (the driver provisions them once per task), so a
+    preempted pod's retry continues where the last checkpoint left off. The finished model directory is then
+    fetched to `model.path`, from which KFP records the artifact. Any other pipeline root trains into
+    `model.path` as before (a retry starts again).
+    """
+    from bodymap.storage import Storage
+
+    on_store = model.uri.startswith("s3://")
+    run_stage(stage, {**options, "--model-dir": model.uri if on_store else model.path}, sections, metrics, procs)
+    if on_store:
+        Storage().download_dir(model.uri, model.path)
 
 
 def run_training_job(stage: str, inputs: dict, outputs: dict, sections: dict, cluster: str, metrics) -> None:
@@ -104,7 +123,7 @@ def run_training_job(stage: str, inputs: dict, outputs: dict, sections: dict, cl
     log_key_metrics(metrics)
 
 
-HELPERS = [params_overrides, log_key_metrics, run_stage]
+HELPERS = [params_overrides, log_key_metrics, run_stage, run_training_stage]
 
 
 def component(*, extra_helpers: tuple = ()) -> Callable:

@@ -6,9 +6,11 @@ defaults. A component takes the sections its stage reads: its own, plus `pseudo_
 `evaluate` (how models are scored) for the stages that pick data sets or score a model.
 """
 
+from typing import List  # noqa: UP035 (KFP reads Input[List[...]] from the annotation)
+
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components._shell import component, run_stage, run_training_job
+from components._shell import component, run_stage, run_training_job, run_training_stage
 
 
 @component()
@@ -37,9 +39,63 @@ def cse_init(
     gpus: int = 0,
 ):
     """Train CSE on the rendered people, infer it on every image set, score it as the baseline."""
-    options = {"--template": template.path, "--render": render.path, "--model-dir": model.path, "--out": cse.path}
+    options = {"--template": template.path, "--render": render.path, "--out": cse.path, "--metrics": metrics.path}
     sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
-    run_stage("cse_init", {**options, "--metrics": metrics.path}, sections, metrics, procs=max(gpus, 1))
+    run_training_stage("cse_init", options, model, sections, metrics, procs=max(gpus, 1))
+
+
+@component()
+def cse_train(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse_init_params: str,
+    pseudo_gt_params: str,
+    evaluate_params: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    gpus: int = 0,
+):
+    """Train CSE on the rendered people (the first step of a sharded cse_init: inference fans out after it)."""
+    options = {"--template": template.path, "--render": render.path, "--metrics": metrics.path, "--train-only": []}
+    sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    run_training_stage("cse_init", options, model, sections, metrics, procs=max(gpus, 1))
+
+
+@component()
+def cse_infer(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    model: Input[Model],
+    shard: int,
+    num_shards: int,
+    cse_init_params: str,
+    pseudo_gt_params: str,
+    cse_shard: Output[Dataset],
+    gpus: int = 0,
+):
+    """Infer the trained CSE on one shard of every image set's batches (on `gpus` GPUs' node: one is used)."""
+    from bodymap.train.checkpoint import LAST
+
+    options = {"--template": template.path, "--render": render.path, "--model": f"{model.path}/{LAST}"}
+    options.update({"--shard": shard, "--num-shards": num_shards, "--out": cse_shard.path})
+    run_stage("cse_init", options, {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params})
+
+
+@component()
+def cse_merge(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    shards: Input[List[Dataset]],  # noqa: UP006
+    cse_init_params: str,
+    pseudo_gt_params: str,
+    evaluate_params: str,
+    cse: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Join the CSE inference shards (the files one process writes) and score CSE as the baseline."""
+    options = {"--template": template.path, "--render": render.path, "--merge": [s.path for s in shards]}
+    sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    run_stage("cse_init", {**options, "--out": cse.path, "--metrics": metrics.path}, sections, metrics)
 
 
 @component()
@@ -83,8 +139,8 @@ def pretrain(
     if cluster["nodes"] > 1:
         run_training_job("pretrain", inputs, outputs, sections, cluster_params, metrics)
     else:
-        paths = {flag: artifact.path for flag, artifact in {**inputs, **outputs}.items()}
-        run_stage("pretrain", paths, sections, metrics, procs=max(cluster["gpus_per_node"], 1))
+        paths = {flag: artifact.path for flag, artifact in {**inputs, **outputs}.items() if flag != "--model-dir"}
+        run_training_stage("pretrain", paths, model, sections, metrics, procs=max(cluster["gpus_per_node"], 1))
 
 
 @component()
@@ -108,11 +164,11 @@ def finetune(
     from bodymap.train.checkpoint import LAST
 
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--pseudo-gt": pseudo_gt.path}
-    outputs = {"--model-dir": model.path, "--out": evaluation.path, "--metrics": metrics.path, "--plots": curve.path}
+    outputs = {"--out": evaluation.path, "--metrics": metrics.path, "--plots": curve.path}
     sections = {"finetune": finetune_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
     sections["render"] = render_params  # fine-tuning letterboxes photos to the render resolution
     options = {**inputs, "--pretrained": f"{pretrained.path}/{LAST}", **outputs}
-    run_stage("finetune", options, sections, metrics, procs=max(gpus, 1))
+    run_training_stage("finetune", options, model, sections, metrics, procs=max(gpus, 1))
 
 
 @component()
@@ -136,6 +192,56 @@ def evaluate(
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--model": checkpoint}
     sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params}
     run_stage("evaluate", {**inputs, "--out": evaluation.path, "--metrics": metrics.path}, sections, metrics)
+    shutil.copyfile(f"{evaluation.path}/report/report.md", report.path)
+
+
+@component()
+def evaluate_shard(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse: Input[Dataset],
+    model: Input[Model],
+    shard: int,
+    num_shards: int,
+    evaluate_params: str,
+    pseudo_gt_params: str,
+    predictions: Output[Dataset],
+):
+    """BodyMap's predictions of one shard of every report set's batches (scored by evaluate_merge)."""
+    from bodymap.train.checkpoint import LAST
+
+    inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path}
+    shards = {
+        "--model": f"{model.path}/{LAST}",
+        "--shard": shard,
+        "--num-shards": num_shards,
+        "--out": predictions.path,
+    }
+    run_stage("evaluate", {**inputs, **shards}, {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params})
+
+
+@component()
+def evaluate_merge(
+    template: Input[Dataset],
+    render: Input[Dataset],
+    cse: Input[Dataset],
+    model: Input[Model],
+    shards: Input[List[Dataset]],  # noqa: UP006
+    evaluate_params: str,
+    pseudo_gt_params: str,
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+):
+    """Join the prediction shards and score BodyMap and the CSE baseline side by side (as `evaluate` does)."""
+    import shutil
+
+    from bodymap.train.checkpoint import LAST
+
+    inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path}
+    options = {**inputs, "--model": f"{model.path}/{LAST}", "--merge": [s.path for s in shards]}
+    options.update({"--out": evaluation.path, "--metrics": metrics.path})
+    run_stage("evaluate", options, {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params}, metrics)
     shutil.copyfile(f"{evaluation.path}/report/report.md", report.path)
 
 

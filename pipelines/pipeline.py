@@ -13,6 +13,11 @@ Two kinds of settings, on purpose:
   the pipeline spec. The one exception is the GPU count of `cse_init` and `finetune` (`<stage>_gpus`, default 0),
   which reaches their pods through a small `gpu_placement` task.
 
+Sharding: with `cluster.shards` > 1 (compiled in, like the node count) the work that grows with the data fans out
+with `dsl.ParallelFor`: cse_init becomes train -> one inference task per shard -> merge + baseline, and evaluate
+becomes one prediction task per shard -> merge + scoring (`bodymap.shards`: the merged files are those one task
+writes). With 1 (the default) each is one task, as below.
+
 Caching: every stage is a pure function of its inputs, its params sections and the image, which is what KFP's
 cache key covers, so all are cached except `register`, which reads and moves the MLflow registry's aliases (the
 current `champion` is no input). A new image must get a new tag: the cache cannot see code inside an unchanged tag.
@@ -33,8 +38,13 @@ from kfp.dsl.pipeline_channel import PipelineChannel
 from bodymap.cluster.manifest import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS, SHM_VOLUME, USER_ID, placement
 from bodymap.config import STAGES, ClusterParams, Params, section
 from components import (
+    cse_infer,
     cse_init,
+    cse_merge,
+    cse_train,
     evaluate,
+    evaluate_merge,
+    evaluate_shard,
     finetune,
     gpu_placement,
     pretrain,
@@ -54,6 +64,12 @@ DISPLAY_NAMES = {
     "finetune": "finetune: BodyMap on DensePose-COCO",
     "evaluate": "evaluate: BodyMap vs CSE",
     "register": "register: MLflow model registry",
+    # The steps of the sharded stages (cluster.shards > 1).
+    "cse_train": "cse_init: train CSE",
+    "cse_infer": "cse_init: CSE inference shard",
+    "cse_merge": "cse_init: merge shards, CSE baseline",
+    "evaluate_shard": "evaluate: BodyMap predictions shard",
+    "evaluate_merge": "evaluate: merge shards, BodyMap vs CSE",
 }
 # (CPU, memory) of the pods that are not training pods; requests equal limits, so the namespace LimitRange's
 # defaults (2 CPUs, 4 GiB) never cap them. Training pods take `cluster.cpu_per_node` / `memory_per_node`.
@@ -65,11 +81,16 @@ POD_SIZES = {
     "register": ("1", "4Gi"),
     "launcher": ("500m", "1Gi"),  # pretrain when it only submits and follows a multi-node job
     "gpu_placement": ("100m", "256Mi"),
+    "cse_merge": ("4", "16Gi"),  # scores the baseline, as evaluate
+    "evaluate_shard": ("4", "16Gi"),
+    "evaluate_merge": ("4", "16Gi"),
 }
 TRAINING = ("cse_init", "pretrain", "finetune")
 # Long, compute-heavy stages that a cluster runs on preemptible (spot) nodes: retried after an eviction. A retry
-# starts the stage afresh (a KFP retry gets new output paths, so the loop's checkpoint resume does not apply).
-PREEMPTIBLE = ("render", "cse_init", "pretrain", "finetune")
+# runs with the same output URIs (KFP's driver provisions them once per task), and the training stages keep their
+# checkpoint at the model artifact's URI on the S3 store (`run_training_stage`), so a retried cse_init, pretrain or
+# finetune continues from its last checkpoint; render starts again.
+PREEMPTIBLE = ("render", "cse_init", "pretrain", "finetune", "cse_train", "cse_infer", "evaluate_shard")
 RETRIES = 2
 UNCACHED = ("register",)
 
@@ -121,12 +142,24 @@ def _static_gpus(task: dsl.PipelineTask, cluster: ClusterParams) -> None:
         kubernetes.add_toleration(task, **toleration)
 
 
-def _gpus_on_request(task: dsl.PipelineTask, stage: str, gpus: PipelineChannel, cluster: ClusterParams) -> None:
-    """`gpus` (a run parameter) GPUs: the count goes straight into the pod; node selector and tolerations come from
-    a `gpu_placement` task, since kfp.kubernetes takes run-time values for them only as parameters."""
+def _placement_task(stage: str, gpus: PipelineChannel, cluster: ClusterParams) -> dsl.PipelineTask:
     where = gpu_placement(gpus=gpus, cluster_params=json.dumps(cluster.model_dump(mode="json")))
     where.set_display_name(f"gpu_placement: {stage}").set_container_image(cluster.image)
     _size(where, *POD_SIZES["gpu_placement"])
+    return where
+
+
+def _gpus_on_request(
+    task: dsl.PipelineTask,
+    stage: str,
+    gpus: PipelineChannel,
+    cluster: ClusterParams,
+    where: dsl.PipelineTask | None = None,
+) -> None:
+    """`gpus` (a run parameter) GPUs: the count goes straight into the pod; node selector and tolerations come from
+    a `gpu_placement` task (`where`, else a new one), since kfp.kubernetes takes run-time values for them only as
+    parameters."""
+    where = where or _placement_task(stage, gpus, cluster)
     task.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(gpus)
     kubernetes.add_node_selector_json(task, where.outputs["node_selector"])
     kubernetes.add_toleration_json(task, where.outputs["tolerations"])
@@ -173,15 +206,24 @@ def build_pipeline(params: Params) -> GraphComponent:
         _stage_task(r, "render", cluster, POD_SIZES["render"])
         data["render"] = r.outputs["render"]
 
-        c = cse_init(
-            **data,
-            cse_init_params=cse_init_params,
-            pseudo_gt_params=pseudo_gt_params,
-            evaluate_params=evaluate_params,
-            gpus=cse_init_gpus,
-        )
-        _training_task(c, "cse_init", cluster, training_pod, cse_init_gpus)
-        data["cse"] = c.outputs["cse"]
+        cse_sections = {"cse_init_params": cse_init_params, "pseudo_gt_params": pseudo_gt_params}
+        if cluster.shards == 1:
+            c = cse_init(**data, **cse_sections, evaluate_params=evaluate_params, gpus=cse_init_gpus)
+            _training_task(c, "cse_init", cluster, training_pod, cse_init_gpus)
+            data["cse"] = c.outputs["cse"]
+        else:  # train, fan the inference out over `cluster.shards` pods, merge and score the baseline
+            c = cse_train(**data, **cse_sections, evaluate_params=evaluate_params, gpus=cse_init_gpus)
+            _training_task(c, "cse_train", cluster, training_pod, cse_init_gpus)
+            where = _placement_task("cse_infer", cse_init_gpus, cluster)
+            with dsl.ParallelFor(list(range(cluster.shards))) as shard:
+                ci = cse_infer(**data, model=c.outputs["model"], shard=shard, num_shards=cluster.shards,
+                               **cse_sections, gpus=cse_init_gpus)  # fmt: skip
+                _stage_task(ci, "cse_infer", cluster, training_pod)
+                _gpus_on_request(ci, "cse_infer", cse_init_gpus, cluster, where)
+            cm = cse_merge(**data, shards=dsl.Collected(ci.outputs["cse_shard"]), **cse_sections,
+                           evaluate_params=evaluate_params)  # fmt: skip
+            _stage_task(cm, "cse_merge", cluster, POD_SIZES["cse_merge"])
+            data["cse"] = cm.outputs["cse"]
 
         g = pseudo_gt(**data, pseudo_gt_params=pseudo_gt_params)
         _stage_task(g, "pseudo_gt", cluster, POD_SIZES["pseudo_gt"])
@@ -212,10 +254,20 @@ def build_pipeline(params: Params) -> GraphComponent:
         )
         _training_task(f, "finetune", cluster, training_pod, finetune_gpus)
 
-        e = evaluate(
-            **data, model=f.outputs["model"], evaluate_params=evaluate_params, pseudo_gt_params=pseudo_gt_params
-        )
-        _stage_task(e, "evaluate", cluster, POD_SIZES["evaluate"])
+        scoring = {
+            "model": f.outputs["model"],
+            "evaluate_params": evaluate_params,
+            "pseudo_gt_params": pseudo_gt_params,
+        }
+        if cluster.shards == 1:
+            e = evaluate(**data, **scoring)
+            _stage_task(e, "evaluate", cluster, POD_SIZES["evaluate"])
+        else:  # BodyMap's predictions fanned out over `cluster.shards` pods, then merged and scored
+            with dsl.ParallelFor(list(range(cluster.shards))) as shard:
+                es = evaluate_shard(**data, **scoring, shard=shard, num_shards=cluster.shards)
+                _stage_task(es, "evaluate_shard", cluster, POD_SIZES["evaluate_shard"])
+            e = evaluate_merge(**data, **scoring, shards=dsl.Collected(es.outputs["predictions"]))
+            _stage_task(e, "evaluate_merge", cluster, POD_SIZES["evaluate_merge"])
 
         reg = register(
             template=data["template"],

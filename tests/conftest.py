@@ -3,6 +3,11 @@
 The template uses landmark geodesics (seconds) instead of the dense matrix (a minute); dense storage is tested on
 small analytic meshes. Between local runs the artifact is cached under pytest's cache directory, keyed by the
 template code, the library versions and the CPU kernels, so editing the template (or upgrading) rebuilds it.
+
+`gpu`-marked tests run only where torch sees a CUDA device (skipped, not faked, elsewhere). `scripts/gpu_check.sh`
+runs them on a GPU machine that has torch but not the whole project environment: there `BODYMAP_TEST_TEMPLATE` and
+`BODYMAP_TEST_RENDER` name a prepared template and render (`scripts/gpu_bundle.py`) instead of building them, and
+nothing imported at the top of this file needs more than torch, numpy, scipy and PyYAML.
 """
 
 from __future__ import annotations
@@ -19,11 +24,9 @@ from bodymap.determinism import pin_cpu_kernels
 # so in-process runs, their worker processes and stage subprocesses write the same bytes.
 PINNED_CPU_KERNELS = pin_cpu_kernels()
 
-from bodymap.config import Geodesics, TemplateParams  # noqa: E402
 from bodymap.template import BodyTemplate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_TEMPLATE_PARAMS = TemplateParams(geodesics=Geodesics(mode="landmarks", landmarks=512), picture_size=128)
 
 has_cuda = False
 try:
@@ -32,7 +35,23 @@ try:
     has_cuda = torch.cuda.is_available()
 except ImportError:  # pragma: no cover
     pass
-requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA GPU")
+requires_cuda = pytest.mark.gpu
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip every `gpu`-marked test without a CUDA device."""
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:  # the marker, not any keyword (a "gpu" overlay test id)
+            item.add_marker(skip)
+
+
+def _test_template_params():
+    from bodymap.config import Geodesics, TemplateParams
+
+    return TemplateParams(geodesics=Geodesics(mode="landmarks", landmarks=512), picture_size=128)
 
 
 @pytest.fixture
@@ -63,7 +82,7 @@ def _environment() -> bytes:
 
 
 def _template_key() -> str:
-    digest = hashlib.sha256(TEST_TEMPLATE_PARAMS.model_dump_json().encode())
+    digest = hashlib.sha256(_test_template_params().model_dump_json().encode())
     digest.update(_environment())
     for path in [*sorted((ROOT / "src/bodymap/template").glob("*.py")), ROOT / "src/bodymap/raycast.py"]:
         digest.update(path.read_bytes())
@@ -72,13 +91,16 @@ def _template_key() -> str:
 
 @pytest.fixture(scope="session")
 def template_dir(request: pytest.FixtureRequest) -> Path:
-    """Directory of the test template artifact (real Anny body, landmark geodesics)."""
+    """Directory of the test template artifact (real Anny body, landmark geodesics); `BODYMAP_TEST_TEMPLATE` names a
+    prepared one instead."""
+    if os.environ.get("BODYMAP_TEST_TEMPLATE"):
+        return Path(os.environ["BODYMAP_TEST_TEMPLATE"])
     from bodymap.template.stage import build_template
 
     cache = Path(request.config.cache.mkdir("bodymap-template"))
     out = cache / _template_key()
     if not (out / "metrics.json").exists() or os.environ.get("BODYMAP_REBUILD_TEST_TEMPLATE"):
-        build_template(TEST_TEMPLATE_PARAMS, out)
+        build_template(_test_template_params(), out)
     return out
 
 
@@ -107,8 +129,11 @@ def rendered(template_dir: Path, request: pytest.FixtureRequest) -> Path:
     video).
 
     Cached between local runs under pytest's cache, keyed by the render and template code and the environment
-    (`_environment`); treat it as read-only.
+    (`_environment`); treat it as read-only. `BODYMAP_TEST_RENDER` names a prepared render (with at least a `train`
+    split) instead.
     """
+    if os.environ.get("BODYMAP_TEST_RENDER"):
+        return Path(os.environ["BODYMAP_TEST_RENDER"])
     from bodymap.config import RenderParams
     from bodymap.render.run import render_dataset
     from bodymap.render.settings import build_settings
@@ -120,4 +145,28 @@ def rendered(template_dir: Path, request: pytest.FixtureRequest) -> Path:
     out = Path(request.config.cache.mkdir("bodymap-render")) / digest.hexdigest()[:16]
     if not (out / "manifest.json").exists():
         render_dataset(build_settings(params), template_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cse_train(rendered: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CSE outputs in their format (docs/formats.md) for the train split of `rendered`: the GT correspondences as a
+    perfect CSE estimate, the second input of the two-stream BodyMap models. (Real CSE inference of an untrained
+    network takes 15 s here: every pixel looks like foreground to it.)"""
+    import numpy as np
+
+    from bodymap.io import save_npz
+
+    out = tmp_path_factory.mktemp("cse") / "train"
+    for gt in sorted((rendered / "train" / "gt").glob("*.npz")):
+        with np.load(gt) as data:
+            vertex = data["vertex"].astype(np.int32)
+        h, w = vertex.shape
+        save_npz(
+            out / gt.name,
+            vertex=vertex,
+            score=(vertex >= 0).astype(np.float16),
+            embedding=np.zeros((16, -(-h // 4), -(-w // 4)), np.float16),
+            stride=np.array(4),
+        )
     return out

@@ -52,3 +52,17 @@ def test_params_defaults_match_committed_file():
     result = run_cli("params", "defaults")
     assert result.returncode == 0
     assert yaml.safe_load(result.stdout).keys() == yaml.safe_load((ROOT / "params.yaml").read_text()).keys()
+
+
+def test_training_commands_resume_by_default_and_take_restart():
+    from bodymap.cli import build_parser
+
+    for command, paths in (
+        ("cse_init", ["--template", "t", "--render", "r", "--model-dir", "m", "--out", "o"]),
+        ("pretrain", ["--template", "t", "--render", "r", "--cse", "c", "--model-dir", "m", "--out", "o"]),
+        ("finetune", ["--template", "t", "--render", "r", "--cse", "c", "--pseudo-gt", "g", "--pretrained", "p",
+                      "--model-dir", "m", "--out", "o"]),
+    ):  # fmt: skip
+        parser = build_parser([command])
+        assert parser.parse_args([command, *paths]).restart is False, command
+        assert parser.parse_args([command, *paths, "--restart"]).restart is True, command

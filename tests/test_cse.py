@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 import torch
 
 from bodymap.cse.decode import decode_image, nearest_vertex
@@ -79,3 +82,58 @@ def test_cse_net_shapes(template):
     out = model(torch.rand(2, 3, 64, 48))
     assert out["embedding"].shape == (2, 16, 64, 48) and out["fg_logits"].shape == (2, 2, 64, 48)
     assert torch.isfinite(out["embedding"]).all()
+
+
+def _small_cse_checkpoint(path, num_vertices: int = 400, basis_k: int = 8):
+    """A CSE checkpoint on a 400-vertex basis (inference speed is not what these tests measure)."""
+    from bodymap.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    basis = torch.randn(num_vertices, basis_k)
+    model = CseNet("resnet18", 16, basis)
+    args = {"backbone": "resnet18", "embed_dim": 16, "num_vertices": num_vertices, "basis_k": basis_k}
+    return save_checkpoint(path, model=model.state_dict(), model_name="cse", model_args=args, step=0)
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_sharded_cse_inference_merges_into_the_unsharded_files(rendered, tmp_path):
+    """Three shards of every set (batches of 3 dealt out: uneven shards, a short last batch, a shard with no image
+    of a set) merge into byte-identical files; shards that do not make a whole run are refused."""
+    from bodymap.cse.infer import infer_sets
+    from bodymap.data.images import list_images
+    from bodymap.errors import BodymapError
+    from bodymap.shards import merge_shards
+
+    checkpoint = _small_cse_checkpoint(tmp_path / "cse.pt")
+    sets = {name: list_images(rendered / name) for name in ("train", "val", "test")}
+    whole = tmp_path / "whole"
+    counts = infer_sets(checkpoint, sets, whole, "t", "cpu", batch_size=3)
+    assert counts == {"train": 16, "val": 4, "test": 6}
+    shards = [tmp_path / f"shard{k}" for k in range(3)]
+    for k, directory in enumerate(shards):
+        infer_sets(checkpoint, sets, directory, "t", "cpu", batch_size=3, shard=k, num_shards=3)
+    held = [len(json.loads((d / "val" / "predictions.json").read_text())["images"]) for d in shards]
+    assert held == [3, 1, 0]
+    assert merge_shards(shards[::-1], tmp_path / "merged", "cse") == counts
+    assert _tree(tmp_path / "merged") == _tree(whole)
+    with pytest.raises(BodymapError, match=r"expected shards 0\.\.2 exactly once, got \[0, 2\]"):
+        merge_shards([shards[0], shards[2]], tmp_path / "bad", "cse")
+    with pytest.raises(BodymapError, match="not a shard of `predictions`"):
+        merge_shards([whole], tmp_path / "bad", "predictions")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cse_inference_in_worker_processes_writes_the_one_process_files(rendered, tmp_path):
+    from bodymap.cse.infer import infer_sets, infer_sets_in_workers
+    from bodymap.data.images import list_images
+
+    checkpoint = _small_cse_checkpoint(tmp_path / "cse.pt")
+    sets = {name: list_images(rendered / name) for name in ("train", "test")}
+    infer_sets(checkpoint, sets, tmp_path / "one", "t", "cpu")
+    counts = infer_sets_in_workers(checkpoint, sets, tmp_path / "two", "t", torch.device("cpu"), 16384, workers=2)
+    assert counts == {"train": 16, "test": 6}
+    assert _tree(tmp_path / "two") == _tree(tmp_path / "one")  # and no shard scratch left behind

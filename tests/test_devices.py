@@ -1,4 +1,8 @@
-"""Device selection, and the CUDA code paths: run on a GPU, skipped (not faked) without one."""
+"""Device selection, and the CUDA code paths: run on a GPU, skipped (not faked) without one.
+
+scripts/gpu_check.sh runs the `gpu`-marked tests of this file and tests/test_amp.py on a machine with torch but not
+the project's environment, so nothing imported here needs more than torch, timm, numpy, scipy, OpenCV and PyYAML.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from conftest import has_cuda, requires_cuda
 from toy_training import ToyData, toy_loss, toy_model
 
 from bodymap.errors import BodymapError
+from bodymap.losses.total import TemplateTensors
 from bodymap.train import TrainConfig, train
 from bodymap.train.distributed import select_device
 
@@ -34,6 +39,7 @@ def test_amp_training_on_cuda(tmp_path):
 
 @requires_cuda
 def test_cuda_ray_casting_matches_the_cpu(template):
+    pytest.importorskip("warp", reason="Warp is not installed (a GPU machine with torch only: scripts/gpu_check.sh)")
     from bodymap.raycast import MeshQuery
 
     rng = np.random.default_rng(0)
@@ -43,3 +49,15 @@ def test_cuda_ray_casting_matches_the_cpu(template):
     cpu = MeshQuery(template.vertices, template.faces, device="cpu").cast(origins, directions)
     gpu = MeshQuery(template.vertices, template.faces, device="cuda").cast(origins, directions)
     assert np.array_equal(cpu.face, gpu.face) and np.allclose(cpu.t, gpu.t, atol=1e-5)
+
+
+@requires_cuda
+def test_template_tensors_on_cuda_match_the_cpu(template) -> None:
+    cpu, cuda = TemplateTensors.from_template(template), TemplateTensors.from_template(template, "cuda")
+    vertex = torch.randint(0, template.num_vertices, (300,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(cuda.geodesic_rows(vertex.cuda()).cpu(), cpu.geodesic_rows(vertex))
+    rgb = torch.randint(0, 256, (2000, 3), generator=torch.Generator().manual_seed(1))
+    ours, tree = cuda.decode_colors(rgb.cuda()), cpu.decode_colors(rgb)
+    assert ours.device.type == "cuda"
+    colours = cpu.colors
+    assert torch.equal(((rgb - colours[ours.cpu()]) ** 2).sum(1), ((rgb - colours[tree]) ** 2).sum(1))

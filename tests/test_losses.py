@@ -290,6 +290,47 @@ def test_template_tensors_decode_like_the_template(template) -> None:
     assert torch.equal(tt.decode_colors(tt.colors[:50]), torch.arange(50))
 
 
+def test_template_tensors_gather_the_rows_the_template_gives(template) -> None:
+    """The device-side geodesic table gives exactly `Geodesics.rows`, landmark (the test template) and dense."""
+    from bodymap.template import Geodesics
+
+    vertex = np.random.default_rng(0).integers(0, template.num_vertices, 200)
+    tt = TemplateTensors.from_template(template)
+    assert template.geodesics.mode == "landmarks"
+    np.testing.assert_array_equal(tt.geodesic_rows(torch.from_numpy(vertex)).numpy(), template.geodesics.rows(vertex))
+    v = 300
+    rng = np.random.default_rng(1)
+    dense = rng.random((v, v)).astype(np.float16)
+    dense = np.minimum(dense, dense.T)
+    np.fill_diagonal(dense, 0)
+    geodesics = Geodesics(dense=dense)
+    tt = TemplateTensors(template.colors[:v], template.vertices[:v], geodesics)
+    ids = torch.from_numpy(rng.integers(0, v, 50))
+    rows = tt.geodesic_rows(ids)
+    assert rows.dtype == torch.float32
+    np.testing.assert_array_equal(rows.numpy(), geodesics.rows(ids.numpy()))
+
+
+def test_nearest_colour_finds_the_nearest_code_colour_on_the_device(template) -> None:
+    """The accelerator's decoder (`nearest_colour`, run here on the CPU): every answer is at the k-d tree's colour
+    distance, a code colour decodes to its own vertex, exact ties go to the lowest vertex id, autocast or not."""
+    from bodymap.losses.total import nearest_colour
+
+    tt = TemplateTensors.from_template(template)
+    rgb = torch.randint(0, 256, (1500, 3), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        found = nearest_colour(rgb, tt._colours_t, tt._colour_sq, chunk=700).numpy()
+    tree = template.decode_colors(rgb.numpy())
+    colours = template.colors.astype(np.int64)
+    distance = lambda ids: ((rgb.numpy() - colours[ids]) ** 2).sum(1)  # noqa: E731
+    np.testing.assert_array_equal(distance(found), distance(tree))
+    assert (found != tree).any()  # some exact ties, which the tree breaks otherwise
+    all_d = ((rgb.numpy()[:, None] - colours[None]) ** 2).sum(-1)  # (1500, V)
+    np.testing.assert_array_equal(found, all_d.argmin(1))  # numpy's arg min: the first (lowest) id of a tie
+    own = nearest_colour(tt.colors[::97], tt._colours_t, tt._colour_sq)
+    assert torch.equal(own, torch.arange(0, template.num_vertices, 97))
+
+
 def test_total_loss_stays_float32_under_autocast(template) -> None:
     tt = TemplateTensors.from_template(template)
     batch = _batch(template)

@@ -119,6 +119,63 @@ def test_build_model_translates_params_at_the_edge() -> None:
         build_model(ModelParams(name="bodymap_unet", patch_size=8))
 
 
+def test_pretrained_encoders_start_from_a_weights_file(tmp_path) -> None:
+    """`pretrained: <file>`: both ViT encoders take the file's blocks as they are; the patch kernel (16 -> 8 px), the
+    position embedding (14 x 14 -> 16 x 16 tokens) and the CSE stream's 4-channel stem are adapted; the decoder and
+    heads stay as built; the stored model arguments do not name the file, so a checkpoint rebuilds without it."""
+    import timm
+
+    torch.manual_seed(7)
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)  # all 12 blocks, a head
+    weights = tmp_path / "vit_tiny.pth"
+    torch.save(source.state_dict(), weights)
+    torch.manual_seed(0)
+    random_init = build_model(ModelParams(**TINY_VIT))
+    torch.manual_seed(0)
+    model = build_model(ModelParams(**TINY_VIT, pretrained=str(weights)))
+
+    file = source.state_dict()
+    for encoder in (model.appearance, model.correspondence):
+        own = encoder.vit.state_dict()
+        for key in ("blocks.0.attn.qkv.weight", "blocks.1.mlp.fc2.bias", "cls_token"):
+            assert torch.equal(own[key], file[key]), key
+        assert own["pos_embed"].shape == (1, 1 + 16 * 16, 192) and own["patch_embed.proj.weight"].shape[-1] == 8
+    stem = model.correspondence.vit.patch_embed.proj.weight
+    assert stem.shape[1] == 4 and not torch.equal(stem, random_init.correspondence.vit.patch_embed.proj.weight)
+    for key, value in random_init.state_dict().items():
+        if not key.startswith(("appearance.", "correspondence.")):
+            assert torch.equal(model.state_dict()[key], value), key  # decoder, fusion, heads: as built
+    image, cse = _inputs()
+    assert torch.isfinite(model(image, cse).silhouette).all()
+
+    args = model_args("bodymap_vit", **params_overrides(ModelParams(**TINY_VIT, pretrained=str(weights))))
+    assert "pretrained" not in args
+    weights.unlink()
+    rebuilt = create_model("bodymap_vit", **args)
+    rebuilt.load_state_dict(model.state_dict())  # what load_bodymap does with a checkpoint
+
+
+def test_pretrained_weights_that_do_not_fit_are_clear_errors(tmp_path) -> None:
+    import timm
+
+    resnet = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), resnet)
+    with pytest.raises(BodymapError, match=rf"model params: {resnet}: no weights for .* of encoder vit_tiny_patch16"):
+        build_model(ModelParams(**TINY_VIT, pretrained=str(resnet)))
+    small = tmp_path / "vit_small.pth"
+    torch.save(timm.create_model("vit_small_patch16_224", pretrained=False, depth=2).state_dict(), small)
+    with pytest.raises(BodymapError, match=rf"{small}: the weights do not fit encoder vit_tiny_patch16_224"):
+        build_model(ModelParams(**TINY_VIT, pretrained=str(small)))
+    with pytest.raises(BodymapError, match=r"/nowhere/vit\.pth: pretrained weights file not found"):
+        build_model(ModelParams(**TINY_VIT, pretrained="/nowhere/vit.pth"))
+    with pytest.raises(BodymapError, match="BodyMapUNet: its UNetEncoder encoders take no pretrained weights"):
+        build_model(ModelParams(name="bodymap_unet", pretrained=str(resnet)))
+    cnn = build_model(ModelParams(name="bodymap_resnet", features=16, pretrained=str(resnet)))  # a CNN stream
+    assert torch.equal(cnn.appearance.net.state_dict()["layer1.0.conv1.weight"],
+                       torch.load(resnet)["layer1.0.conv1.weight"])  # fmt: skip
+    assert cnn.correspondence.net.state_dict()["conv1.weight"].shape[1] == 4
+
+
 @pytest.mark.slow
 def test_large_config_is_paper_scale_and_runs() -> None:
     model = create_model("bodymap_vit_large").eval()

@@ -266,3 +266,71 @@ def test_multinode_pretrain_is_a_cpu_launcher_that_submits_a_training_job(tmp_pa
     assert validate_params({k: yaml.safe_load(v) for k, v in sets.items()}).pretrain == PARAMS.pretrain
     assert sorted(fetched) == sorted(artifact[n].uri for n in ("model", "evaluation", "metrics", "curve"))
     assert artifact["metrics"].logged == {"bodymap/test/gpsm_ap": 1.5}
+
+
+@pytest.mark.parametrize("root", ["s3://bodymap/kfp", "minio://mlpipeline/v2/artifacts"])
+def test_single_node_pretrain_keeps_its_checkpoint_on_the_store(tmp_path, monkeypatch, root):
+    """On an S3 pipeline root the training pod gets the model artifact's URI as --model-dir, where the loop keeps
+    `last.pt` while it trains (a KFP retry of the task gets the same URI and continues); the finished model is then
+    fetched to the artifact's local path for KFP to record. Other roots train into the local path."""
+    import bodymap.cli
+    import bodymap.storage
+
+    commands, fetched = [], []
+
+    class FakeStorage:
+        def download_dir(self, uri, path):
+            fetched.append((uri, path))
+
+    monkeypatch.setattr(bodymap.cli, "main", lambda argv: commands.append(argv) or 0)
+    monkeypatch.setattr(bodymap.storage, "Storage", FakeStorage)
+    artifact = {}
+    for name in ("template", "render", "cse", "model", "evaluation", "metrics", "curve"):
+        artifact[name] = SimpleNamespace(uri=f"{root}/run/{name}", path=str(tmp_path / name))
+    (tmp_path / "metrics").write_text("{}")
+    artifact["metrics"].log_metric = lambda key, value: None
+    pretrain.python_func(
+        **artifact,
+        pretrain_params=json.dumps(PARAMS.pretrain.model_dump(mode="json")),
+        pseudo_gt_params=json.dumps(PARAMS.pseudo_gt.model_dump(mode="json")),
+        evaluate_params=json.dumps(PARAMS.evaluate.model_dump(mode="json")),
+        cluster_params=json.dumps(CLUSTER.model_dump(mode="json")),
+    )
+    ((argv,),) = [commands]
+    model_dir = argv[argv.index("--model-dir") + 1]
+    if root.startswith("s3://"):
+        assert model_dir == artifact["model"].uri and fetched == [(model_dir, artifact["model"].path)]
+    else:
+        assert model_dir == artifact["model"].path and fetched == []
+    assert argv[argv.index("--out") + 1] == artifact["evaluation"].path  # the other outputs stay local
+
+
+def test_sharded_pipeline_fans_cse_inference_and_evaluation_out(tmp_path):
+    """cluster.shards = 3: CSE is trained once, inferred by three tasks of a ParallelFor and merged (the baseline is
+    scored there); evaluation predicts in three tasks and scores after the merge. Downstream stages read the merged
+    outputs; the pipeline's output is the merged evaluation's metrics."""
+    spec, platform = load_ir(compile_pipeline(None, ["cluster.shards=3"], tmp_path / "sharded.yaml"))
+    tasks = spec["root"]["dag"]["tasks"]
+    loops = {name: t for name, t in tasks.items() if name.startswith("for-loop")}
+    assert len(loops) == 2 and all(
+        json.loads(t["parameterIterator"]["items"]["raw"]) == [0, 1, 2] for t in loops.values()
+    )
+    inner = {name: set(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"]) for name, t in loops.items()}
+    assert sorted(map(sorted, inner.values())) == [["cse-infer"], ["evaluate-shard"]]
+    cse_loop = next(n for n, t in inner.items() if t == {"cse-infer"})
+    eval_loop = next(n for n, t in inner.items() if t == {"evaluate-shard"})
+    assert "cse-init" not in tasks and "evaluate" not in tasks
+    assert tasks[cse_loop]["dependentTasks"].count("cse-train") == 1
+    assert tasks["cse-merge"]["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == cse_loop
+    for stage in ("pseudo-gt", "pretrain", "finetune"):
+        assert tasks[stage]["inputs"]["artifacts"]["cse"]["taskOutputArtifact"]["producerTask"] == "cse-merge", stage
+    assert tasks["evaluate-merge"]["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == eval_loop
+    assert tasks["register"]["inputs"]["artifacts"]["metrics"]["taskOutputArtifact"]["producerTask"] == "evaluate-merge"
+    assert tasks["register"]["inputs"]["artifacts"]["cse_model"]["taskOutputArtifact"]["producerTask"] == "cse-train"
+    (output,) = spec["root"]["dag"]["outputs"]["artifacts"]["Output"]["artifactSelectors"]
+    assert output["producerSubtask"] == "evaluate-merge"
+    loop_dag = spec["components"][tasks[cse_loop]["componentRef"]["name"]]["dag"]["tasks"]
+    assert "retryPolicy" in loop_dag["cse-infer"]  # preemptible, like cse_init
+    k8s = platform[spec["components"][loop_dag["cse-infer"]["componentRef"]["name"]]["executorLabel"]]
+    assert "gpu-placement" in k8s["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]  # cse_init_gpus
+    assert {e["secretName"] for e in k8s["secretAsEnv"]} == {CLUSTER.mlflow_secret, CLUSTER.s3_secret}

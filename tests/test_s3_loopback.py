@@ -188,6 +188,71 @@ def test_directories_and_errors_for_people(aws_env, tmp_path):
     assert storage.exists(S3Uri("dirs", "run/render/annotations.json"))
 
 
+def test_publish_replaces_an_object_only_with_a_whole_verified_file(aws_env, tmp_path):
+    """`publish_file` (how checkpoints reach the store): upload beside the target, verify, server-side copy over it
+    (in parts: a large checkpoint), delete the staging object; a dropped connection on the copy is absorbed."""
+    storage = Storage(transfer=TransferSettings(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+    storage.ensure_bucket("publish")
+    old = make_checkpoint(tmp_path / "old.npy", 1)
+    storage.upload_file(old, "s3://publish/run/last.pt")
+    flaky = FlakyNetwork({"UploadPartCopy": 1}).install(storage.client)
+    new = tmp_path / "new.npy"
+    new.write_bytes(os.urandom(11 * MiB))
+
+    digest = storage.publish_file(new, "s3://publish/run/last.pt")
+
+    assert storage.list_keys("s3://publish/run") == ["run/last.pt"]  # the staging object is gone
+    assert flaky.failed == {"UploadPartCopy": 1} and flaky.sent["UploadPartCopy"] == 3 + 1  # copied in 3 parts
+    head = storage.head("s3://publish/run/last.pt")
+    assert head["Metadata"]["sha256"] == digest and head["ContentLength"] == 11 * MiB
+    back = storage.download_file("s3://publish/run/last.pt", tmp_path / "back.pt")
+    assert back.read_bytes() == new.read_bytes()
+    before = sum(flaky.sent.values())
+    assert storage.upload_file(new, "s3://publish/run/last.pt", skip_identical=True) == digest
+    assert sum(flaky.sent.values()) == before + 1  # one HeadObject: nothing uploaded again
+
+
+def test_training_killed_after_a_checkpoint_resumes_from_the_store(aws_env, tmp_path):
+    """A pod's disk does not outlive it: with an s3:// --model-dir, `last.pt` is published every checkpoint_every
+    steps, and a process killed after one and restarted on a fresh local directory resumes from the store and
+    ends with the uninterrupted run's weights."""
+    import signal
+
+    import torch
+    from toy_training import TOY_CONFIG, ToyData, toy_loss, toy_model
+
+    from bodymap.train import load_checkpoint, train
+
+    Storage().ensure_bucket("train")
+    reference = toy_model()
+    train(reference, ToyData(), toy_loss, TOY_CONFIG, tmp_path / "ref", "toy", {})
+    uri = "s3://train/runs/7/model"
+    script = [sys.executable, str(Path(__file__).with_name("store_kill_script.py")), uri]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BODYMAP_TRACKING": "0"}
+    process = subprocess.Popen([*script, "--hang-at", "6"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        first_local = Path(process.stdout.readline().split(" ", 1)[1].strip())
+        assert process.stdout.readline().strip() == "first step 1"
+        assert process.stdout.readline().strip() == "hanging"  # past the step-4 checkpoint, before the next
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert Storage().list_keys(uri) == ["runs/7/model/last.pt"]  # published whole, no staging object left
+    Storage().download_file(f"{uri}/last.pt", tmp_path / "stored.pt")
+    assert load_checkpoint(tmp_path / "stored.pt")["step"] == 4
+    shutil.rmtree(first_local)  # the pod and its disk are gone
+
+    done = subprocess.run(script, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.split("\n")
+    assert Path(lines[0].split(" ", 1)[1]) != first_local and lines[1:3] == ["first step 5", "done"]
+    Storage().download_file(f"{uri}/last.pt", tmp_path / "final.pt")
+    final = load_checkpoint(tmp_path / "final.pt")
+    assert final["step"] == 12
+    for (name, a), b in zip(reference.state_dict().items(), final["model"].values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 # ---------------------------------------------------------------------------------------------------- DVC remote
 def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

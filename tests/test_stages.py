@@ -138,8 +138,9 @@ def test_pretrain_command_trains_checkpoints_and_scores_the_test_split(work: Wor
     assert {"classification", "silhouette", "geodesic", "consistency"} <= set(rows[0])
 
 
-def test_pretrain_under_torchrun_on_two_processes(work: Work, cse: Path) -> None:
-    """torchrun-compatible DDP on CPU (gloo): the real command on two ranks trains and writes one checkpoint."""
+def test_pretrain_under_torchrun_on_two_processes_is_one_mlflow_run(work: Work, cse: Path, tmp_path: Path) -> None:
+    """torchrun-compatible DDP on CPU (gloo): the real command on two ranks trains, writes one checkpoint, and opens
+    one MLflow run (rank 0's) with the loop's metrics; before, every rank opened its own."""
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     cmd = [
         torchrun, "--standalone", "--nproc_per_node=2", "-m", "bodymap.cli", "pretrain",
@@ -147,12 +148,18 @@ def test_pretrain_under_torchrun_on_two_processes(work: Work, cse: Path) -> None
         "--model-dir", "models/ddp", "--out", "ddp", "--params", str(work.params), "-q",
         "--set", "pretrain.train.steps=2", "--set", "pretrain.train.batch_size=2", "--set", "pretrain.train.threads=1",
     ]  # fmt: skip
-    env = {**work.env, "OMP_NUM_THREADS": "1", "BODYMAP_TRACKING": "0"}
+    store = f"sqlite:///{tmp_path / 'ddp-mlflow.db'}"
+    env = {**work.env, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": store}
     result = subprocess.run(cmd, cwd=work.root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+    import mlflow
     import torch
 
     assert torch.load(work.root / "models/ddp/last.pt", weights_only=False)["step"] == 2
+    client = mlflow.MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [run.info.run_name for run in runs] == ["pretrain"]
+    assert runs[0].info.status == "FINISHED" and "train.loss" in runs[0].data.metrics
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +235,25 @@ def test_register_promotes_the_first_version_and_loads_by_alias(work: Work, eval
             assert data["vertex"].min() >= -1 and data["vertex"].max() < num_vertices
         assert (work.root / "predicted" / f"{path.stem}_overlay.png").exists()
         assert (work.root / "predicted" / f"{path.stem}_correspondence.png").exists()
+
+
+def test_evaluate_in_shards_merges_into_the_unsharded_predictions(work: Work, evaluated: dict) -> None:
+    """The two shards of `bodymap evaluate --shard i --num-shards 2` (its `predict_report_sets`, in this process),
+    merged: the same prediction files as the unsharded `evaluate` run wrote (the files it scored)."""
+    from bodymap.config import load_params
+    from bodymap.data.sets import pipeline_sets
+    from bodymap.eval.pipeline import predict_report_sets
+    from bodymap.shards import merge_shards
+
+    checkpoint = work.root / "models" / "finetune" / "last.pt"
+    sets = pipeline_sets(work.render, load_params(work.params).pseudo_gt)
+    shards = [work.root / f"eval-shard{k}" for k in range(2)]
+    for k, directory in enumerate(shards):
+        predict_report_sets(work.template, sets, work.root / "cse", checkpoint, directory, "cpu", shard=k, num_shards=2)
+    merged = work.root / "eval-merged"
+    counts = merge_shards(shards[::-1], merged, "predictions")
+    assert counts == {name: int(evaluated[f"bodymap/{name}/images"]) for name in counts}
+    whole = work.root / "evaluation" / "predictions" / "bodymap"
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert len(files) > len(counts) and files == sorted(p.relative_to(merged) for p in merged.rglob("*") if p.is_file())
+    assert all((whole / f).read_bytes() == (merged / f).read_bytes() for f in files)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
+import random
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from toy_training import TOY_CONFIG, ToyData, toy_loss, toy_model
 
 from bodymap.errors import BodymapError
-from bodymap.train import TrainConfig, load_checkpoint, train
+from bodymap.train import TrainConfig, load_checkpoint, save_checkpoint, train
 from bodymap.train.loop import cosine_with_warmup
 
 CONFIG = TOY_CONFIG
@@ -71,6 +74,85 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert resumed["step"] == 12
     for (name, a), b in zip(reference.state_dict().items(), resumed["model"].values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def global_rng_loss(model, batch, generator):
+    """The toy loss scaled by draws from the global Python and numpy RNGs, which the loop does not reseed per step:
+    only a checkpoint's restored RNG state makes a resumed run draw what the uninterrupted one drew."""
+    loss, terms = toy_loss(model, batch, generator)
+    return loss * (1.0 + 0.5 * random.random() + 0.5 * float(np.random.random())), terms
+
+
+def test_resume_restores_the_global_rngs(tmp_path):
+    random.seed(0), np.random.seed(0)
+    reference = toy_model()
+    train(reference, ToyData(), global_rng_loss, CONFIG, tmp_path / "ref", "toy", {})
+
+    def crash_at_6(step: int, terms: dict) -> None:
+        if step == 6:
+            raise Crash
+
+    random.seed(0), np.random.seed(0)
+    with pytest.raises(Crash):
+        train(toy_model(), ToyData(), global_rng_loss, CONFIG, tmp_path / "run", "toy", {}, on_step=crash_at_6)
+    (saved,) = load_checkpoint(tmp_path / "run" / "last.pt")["rng"]  # one state per rank
+    assert set(saved) >= {"python", "numpy", "torch"}
+    resumed = toy_model()  # the global RNGs are now 6 steps in, 2 past the checkpoint
+    train(resumed, ToyData(), global_rng_loss, CONFIG, tmp_path / "run", "toy", {})
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_a_checkpoint_of_another_run_and_restart_begins_again(tmp_path):
+    """A checkpoint resumes only its own run: same model name and arguments, params and settings, no more steps.
+    Each mismatch is one error naming the file and both values; `restart` trains from step 0 instead."""
+    train(toy_model(), ToyData(), toy_loss, CONFIG, tmp_path, "toy", {"hidden": 16}, params={"lr": 1})
+    path = tmp_path / "last.pt"
+
+    def resume(**changes):
+        kwargs = {"model_name": "toy", "model_args": {"hidden": 16}, "params": {"lr": 1}}
+        config = dataclasses.replace(CONFIG, **changes.pop("config", {}))
+        return train(toy_model(), ToyData(), toy_loss, config, tmp_path, **{**kwargs, **changes})
+
+    with pytest.raises(BodymapError) as error:
+        resume(model_name="wide", model_args={"hidden": 32})
+    message = str(error.value)
+    assert message.startswith(f"{path}: cannot resume this run from it: ") and "--restart" in message
+    assert "field 'model_name': 'toy' in the checkpoint, 'wide' in this run" in message
+    assert 'field \'model_args\': {"hidden": 16} in the checkpoint, {"hidden": 32} in this run' in message
+    with pytest.raises(BodymapError, match=r"field 'step': 12 in the checkpoint, past this run's 5 steps"):
+        resume(config={"steps": 5})
+    with pytest.raises(BodymapError, match=r"field 'run_hash': \w{16} in the checkpoint, \w{16} in this run"):
+        resume(params={"lr": 2})
+    with pytest.raises(BodymapError, match="field 'run_hash'"):
+        resume(config={"lr": 0.5})
+    assert load_checkpoint(path)["step"] == 12  # every refusal left the checkpoint alone
+    resume(config={"log_every": 3, "checkpoint_every": 5, "workers": 0})  # how a run goes, not where: resumes
+
+    restarted = resume(config={"steps": 5}, restart=True)
+    fresh = train(toy_model(), ToyData(), toy_loss, dataclasses.replace(CONFIG, steps=5), tmp_path / "fresh",
+                  "toy", {"hidden": 16}, params={"lr": 1})  # fmt: skip
+    assert load_checkpoint(path)["step"] == 5 and restarted.history == fresh.history
+
+
+def test_checkpoints_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    """The file's data reaches the disk before it replaces the old checkpoint, and the rename itself after."""
+    calls = []
+    real_fsync, real_replace, real_open = os.fsync, os.replace, os.open
+    opened = {}
+
+    def spy_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        opened[fd] = Path(path)
+        return fd
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", opened.get(fd))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", Path(b))), real_replace(a, b))[1])
+    save_checkpoint(tmp_path / "last.pt", model={}, step=1)
+    (synced_file, replaced, synced_dir) = calls
+    assert synced_file[0] == "fsync" and synced_file[1].name.startswith(".last.pt.")
+    assert replaced == ("replace", tmp_path / "last.pt") and synced_dir == ("fsync", tmp_path)
 
 
 def test_nan_guard_stops_with_a_clear_message(tmp_path):

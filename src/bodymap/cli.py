@@ -52,6 +52,16 @@ def add_stage_inputs(parser: argparse.ArgumentParser, *names: str) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=STAGE_INPUTS[name])
 
 
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """`--restart` for the commands that train (cse_init, pretrain, finetune): by default they resume the
+    checkpoint in --model-dir (or on the store, for an s3:// --model-dir) and refuse one from another run."""
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="train from step 0 even when --model-dir holds a checkpoint (it is replaced); default: resume it",
+    )
+
+
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")

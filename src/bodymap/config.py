@@ -257,7 +257,12 @@ class RenderParams(Strict):
 
 # -------------------------------------------------------------------------------------------------------- training
 class TrainParams(Strict):
-    """One training run of the shared loop (`bodymap.train`)."""
+    """One training run of the shared loop (`bodymap.train`).
+
+    amp: mixed precision. `amp_dtype` float16 (with loss scaling) runs on CUDA only, and on the CPU the run stays
+    float32; bfloat16 (no loss scaling) runs on CUDA (Ampere and later; V100s emulate it slowly) and on the CPU.
+    The losses always run in float32.
+    """
 
     steps: PositiveInt = 200
     batch_size: PositiveInt = 8
@@ -270,6 +275,7 @@ class TrainParams(Strict):
     seed: NonNegInt = 0
     device: Device = "auto"
     amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
     workers: NonNegInt = 0
     # torch's CPU threads for this stage's training and inference. Results depend on the count (not on the cores),
     # so it is fixed: a 2-core laptop and a 64-core server write the same bytes (docs/formats.md, Reproducibility).
@@ -282,6 +288,8 @@ class CseParams(Strict):
     sigma_geodesic_m: width of the geodesic target softmax(-d / sigma_g). sigma_embedding: temperature of the
     embedding distances (vertex embeddings are unit vectors, so squared distances lie in [0, 4]).
     input_scale: the encoder runs on the image resized by this factor (outputs stay at input size).
+    workers: processes that share the inference on the image sets after training (shards of their batches, merged
+    into the files one process writes; `bodymap.shards`).
     """
 
     backbone: str = "resnet18"
@@ -294,6 +302,7 @@ class CseParams(Strict):
     foreground_weight: NonNegFloat = 1.0
     flip_probability: Probability = 0.5
     vertex_chunk: PositiveInt = 16384
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
     # Sized for the 2-core default run (~3 minutes); real scale is tens of thousands of steps on GPUs.
     train: TrainParams = TrainParams(steps=300, lr=5e-3, warmup_steps=20)
 
@@ -305,7 +314,9 @@ class ModelParams(Strict):
     (e.g. to `bodymap_vit_large` or `bodymap_resnet`) needs no other key. A key the chosen network does not take
     (e.g. `patch_size` for a CNN) is an error. encoder: timm name of both encoders. img_size: ViT position-embedding
     size. patch_size, depth: ViT token stride and blocks. out_indices: ViT blocks / CNN levels fed to the decoder.
-    features: decoder width.
+    features: decoder width. pretrained: where both encoders start: false (random), true (timm's pretrained
+    weights for `encoder`, ImageNet, from the Hugging Face hub), a timm hub name (`vit_large_patch16_224.augreg_in21k`,
+    `hf-hub:timm/...`), or a local weights file (.pth, .pt, .bin, .safetensors; a timm state dict of the encoder).
     """
 
     name: str = "bodymap_vit"
@@ -315,6 +326,7 @@ class ModelParams(Strict):
     depth: PositiveInt | None = None
     out_indices: list[NonNegInt] | None = None
     features: PositiveInt | None = None
+    pretrained: bool | Annotated[str, Field(min_length=1)] = False
 
 
 class LossParams(Strict):
@@ -404,7 +416,8 @@ class EvaluateParams(Strict):
     (at the reference height) of where the body carried it, the model's nearest prediction within temporal_tau_cm.
     kappa: GPS normalisation, per_part (detectron2) or global (0.255). max_detections: detections per image for AP
     (detectron2: 20). min_instance_pixels: dense predictions split into instances drop smaller ones.
-    visualisations: images drawn per evaluation set.
+    visualisations: images drawn per evaluation set. workers: processes that share the `evaluate` stage's
+    predictions (shards of each set's batches, merged into the files one process writes; `bodymap.shards`).
     """
 
     windows_px: Annotated[list[PositiveInt], Field(min_length=1, max_length=16)] = [5, 10, 20]
@@ -419,6 +432,7 @@ class EvaluateParams(Strict):
     visualisations: Annotated[int, Field(ge=0, le=1000)] = 4
     # torch's CPU threads when this stage predicts (`--model`): fixed, as `train.threads`.
     threads: Annotated[int, Field(ge=1, le=256)] = 2
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
 
 
 class RegisterParams(Strict):
@@ -501,7 +515,8 @@ class ClusterParams(Strict):
 
     `launcher` picks the job kind: a Kubeflow Trainer `TrainJob` on the `runtime` ClusterTrainingRuntime, or a
     `PyTorchJob` for clusters on the older Kubeflow training operator. Credentials reach the pods only as
-    environment variables from the two Secrets named here (see k8s/secrets/).
+    environment variables from the two Secrets named here (see k8s/secrets/). `shards` > 1 fans CSE inference and
+    the evaluation's predictions out over that many pods of the KFP pipeline (`dsl.ParallelFor`), merged after.
     """
 
     launcher: Literal["trainjob", "pytorchjob"] = "trainjob"
@@ -511,6 +526,7 @@ class ClusterParams(Strict):
     service_account: K8sName = "bodymap-trainer"
     nodes: Annotated[int, Field(ge=1, le=256)] = 1
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 1
+    shards: Annotated[int, Field(ge=1, le=256)] = 1
     accelerator_type: QualifiedName = "nvidia.com/gpu"
     node_label_key: QualifiedName = "nvidia.com/gpu.product"
     node_label_value: LabelValue = "Tesla-V100-SXM2-16GB"

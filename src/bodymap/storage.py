@@ -211,6 +211,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _digest(head: dict[str, Any]) -> str | None:
+    """The SHA-256 recorded with an object (user metadata), or None for objects written by other tools."""
+    return head.get("Metadata", {}).get(DIGEST_KEY)
+
+
 @dataclass
 class Storage:
     """Uploads and downloads by `s3://` URI, with retries and SHA-256 verification (see the module docstring).
@@ -291,8 +296,11 @@ class Storage:
     def exists(self, uri: str | S3Uri) -> bool:
         return self.head(uri) is not None
 
-    def upload_file(self, path: str | Path, uri: str | S3Uri) -> str:
-        """Upload one file (in parts when large) with its SHA-256 as metadata; return the digest."""
+    def upload_file(self, path: str | Path, uri: str | S3Uri, skip_identical: bool = False) -> str:
+        """Upload one file (in parts when large) with its SHA-256 as metadata; return the digest.
+
+        skip_identical: when the store already holds an object of this size and digest there, upload nothing.
+        """
         path = Path(path)
         target = uri if isinstance(uri, S3Uri) else S3Uri.parse(uri)
         if not path.is_file():
@@ -300,6 +308,11 @@ class Storage:
         if not target.key or target.key.endswith("/"):
             raise BodymapError(f"{target}: an object key is needed, not a prefix")
         digest, size = sha256_file(path), path.stat().st_size
+        if skip_identical:
+            stored = self.head(target)
+            if stored is not None and stored["ContentLength"] == size and _digest(stored) == digest:
+                log.debug("%s: already holds %s (sha256 %s), not uploaded again", target, path, digest[:12])
+                return digest
 
         def upload() -> None:
             self.client.upload_file(
@@ -316,6 +329,41 @@ class Storage:
         self._retrying(f"upload {path} -> {target}", upload)
         log.debug("uploaded %s -> %s (%d bytes, sha256 %s)", path, target, size, digest[:12])
         return digest
+
+    def publish_file(self, path: str | Path, uri: str | S3Uri) -> str:
+        """Replace the object at `uri` with `path` so that a reader only ever sees a whole, verified file.
+
+        The file goes up beside the target (`<key>.uploading`), is verified there (size and SHA-256), and only then
+        is copied over the target on the store (a server-side copy, in parts when large) and the staging object
+        deleted. A writer killed mid-upload leaves the previous object in place (checkpoints every N steps).
+        Returns the digest.
+        """
+        target = uri if isinstance(uri, S3Uri) else S3Uri.parse(uri)
+        staging = S3Uri(target.bucket, target.key + ".uploading")
+        digest = self.upload_file(path, staging)
+        size = Path(path).stat().st_size
+
+        def copy() -> None:
+            self.client.copy(
+                {"Bucket": staging.bucket, "Key": staging.key},
+                target.bucket,
+                target.key,
+                ExtraArgs={"Metadata": {DIGEST_KEY: digest}, "MetadataDirective": "REPLACE"},
+                Config=self.transfer.boto(),
+            )
+            stored = self.client.head_object(Bucket=target.bucket, Key=target.key)
+            if stored["ContentLength"] != size or _digest(stored) != digest:
+                raise ChecksumMismatchError(f"{target}: the copied object does not match {staging}")
+
+        self._retrying(f"publish {staging} -> {target}", copy)
+        self.delete(staging)
+        log.debug("published %s -> %s (%d bytes, sha256 %s)", path, target, size, digest[:12])
+        return digest
+
+    def delete(self, uri: str | S3Uri) -> None:
+        """Delete one object (nothing happens when it does not exist)."""
+        target = uri if isinstance(uri, S3Uri) else S3Uri.parse(uri)
+        self._retrying(f"delete {target}", lambda: self.client.delete_object(Bucket=target.bucket, Key=target.key))
 
     def download_file(self, uri: str | S3Uri, path: str | Path) -> Path:
         """Download one object to `path`, verified against its recorded size and SHA-256; atomic."""
@@ -353,8 +401,11 @@ class Storage:
         return self._retrying(f"list {target}", list_all)
 
     # ---------------------------------------------------------------------------------------------- directories
-    def upload_dir(self, path: str | Path, uri: str | S3Uri) -> list[str]:
-        """Upload every file under `path` to `uri/<relative path>`; return the keys, sorted."""
+    def upload_dir(self, path: str | Path, uri: str | S3Uri, skip_identical: bool = False) -> list[str]:
+        """Upload every file under `path` to `uri/<relative path>`; return the keys, sorted.
+
+        skip_identical: files the store already holds (same size and digest) are not uploaded again.
+        """
         path = Path(path)
         target = uri if isinstance(uri, S3Uri) else S3Uri.parse(uri)
         if not path.is_dir():
@@ -362,7 +413,7 @@ class Storage:
         keys = []
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
             dest = target.join(*file.relative_to(path).parts)
-            self.upload_file(file, dest)
+            self.upload_file(file, dest, skip_identical=skip_identical)
             keys.append(dest.key)
         log.info("uploaded %d files from %s to %s", len(keys), path, target)
         return keys

@@ -5,8 +5,9 @@ the KFP pipeline), stage runs are nested under that pipeline run. The tracking U
 set, else the embedded default `sqlite:///<cwd>/mlflow.db`. SQLite allows one writer at a time, so every call
 retries on "database is locked" with jittered back-off instead of failing a stage.
 
-`Tracker(enabled=False)` (used off rank 0 in distributed training) turns every call into a no-op, so training code
-never branches on rank around logging.
+One run per stage run: under torchrun only rank 0 (`RANK`, as torchrun sets it) opens and logs a run; on every
+other rank a `Tracker` is disabled, so stage code never branches on rank around logging. `Tracker(enabled=False)`
+turns every call into a no-op as well (tests that opt out).
 """
 
 from __future__ import annotations
@@ -116,12 +117,14 @@ class Tracker:
     """An MLflow run for one stage (or a no-op when disabled).
 
     Args:
-        enabled: False turns every method into a no-op (non-zero ranks, tests that opt out).
+        enabled: False turns every method into a no-op (tests that opt out). A tracker is disabled anyway off rank 0
+            of a torchrun job and when `BODYMAP_TRACKING=0`.
         experiment: MLflow experiment name.
     """
 
     def __init__(self, enabled: bool = True, experiment: str = "bodymap") -> None:
-        self.enabled = enabled and os.environ.get("BODYMAP_TRACKING", "1") != "0"
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        self.enabled = enabled and main_rank and os.environ.get("BODYMAP_TRACKING", "1") != "0"
         self.experiment = experiment
         self.run_id: str | None = None
         self._mlflow: Any = None

@@ -15,6 +15,7 @@ from bodymap.data.images import ImageEntry
 from bodymap.errors import BodymapError
 from bodymap.io import atomic_dir, read_image, save_npz, write_json
 from bodymap.log import progress
+from bodymap.shards import merge_shards, run_shards, shard_batches, write_shard_record
 from bodymap.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -86,3 +87,56 @@ def infer_split(
                 index.append({"image_id": entry.image_id, "file": name})
         write_json(tmp / "predictions.json", {"template": template_name, "kind": "dense", "images": index})
     return len(items)
+
+
+def infer_sets(
+    checkpoint: Path,
+    sets: dict[str, list[ImageEntry]],
+    out: Path,
+    template_name: str,
+    device: str | torch.device,
+    vertex_chunk: int = 16384,
+    batch_size: int = 8,
+    shard: int = 0,
+    num_shards: int = 1,
+) -> dict[str, int]:
+    """CSE of a trained checkpoint on every set into `out/<set>/` (`infer_split`), or on one shard of each set's
+    batches with a `shard.json` beside them (`bodymap.shards`). Returns set -> images in the whole set."""
+    device = torch.device(device)
+    model = load_cse_model(checkpoint, device)
+    for name, images in sets.items():
+        mine = shard_batches(images, shard, num_shards, batch_size)
+        infer_split(model, mine, out / name, template_name, device, vertex_chunk, batch_size)
+    counts = {name: len(images) for name, images in sets.items()}
+    if num_shards > 1:
+        write_shard_record(out, kind="cse", shard=shard, num_shards=num_shards, batch_size=batch_size, sets=counts)
+    return counts
+
+
+def infer_sets_in_workers(
+    checkpoint: Path,
+    sets: dict[str, list[ImageEntry]],
+    out: Path,
+    template_name: str,
+    device: torch.device,
+    vertex_chunk: int,
+    workers: int,
+) -> dict[str, int]:
+    """`infer_sets` split into `workers` shards run by as many processes, merged into `out` (the same files)."""
+    if workers <= 1:
+        return infer_sets(checkpoint, sets, out, template_name, device, vertex_chunk)
+    import shutil
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".cse-shards.", dir=out))
+    try:
+        shard_dirs = [scratch / f"shard-{k}" for k in range(workers)]
+        jobs = [
+            (checkpoint, sets, d, template_name, str(device), vertex_chunk, 8, k, workers)
+            for k, d in enumerate(shard_dirs)
+        ]
+        run_shards(infer_sets, jobs, workers)
+        return merge_shards(shard_dirs, out, "cse")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

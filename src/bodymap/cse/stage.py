@@ -1,5 +1,11 @@
-"""`bodymap cse_init`: train CSE on the rendered train split, infer on every image later stages read, and score
-the baseline row every BodyMap result is compared with."""
+"""`bodymap cse_init`: train CSE on the rendered train split, infer on every image set, score the baseline row every
+BodyMap result is compared with.
+
+Inference grows with the data, so it shards (`bodymap.shards`): locally `cse_init.workers` processes share it; on a
+cluster the stage runs in three steps, `--train-only`, then `--model CKPT --shard i --num-shards n --out SHARD` for
+each shard, then `--merge SHARD... --out DIR`, which joins the shards (the same files one process writes) and scores
+the baseline.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,21 @@ from typing import Any
 
 import torch
 
-from bodymap.cli import add_stage_inputs
+from bodymap.cli import add_stage_inputs, add_training_options
 from bodymap.config import CseParams, Params
-from bodymap.cse.infer import infer_split, load_cse_model
+from bodymap.cse.infer import infer_sets, infer_sets_in_workers
 from bodymap.cse.loss import foreground_loss, soft_embedding_loss
 from bodymap.cse.model import CseNet
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import pipeline_sets
 from bodymap.determinism import torch_threads
+from bodymap.errors import BodymapError
 from bodymap.eval.floors import FLOORS, write_floor_predictions
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.geodesic import sample_pixels
+from bodymap.losses.total import TemplateTensors
+from bodymap.shards import merge_shards
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train import TrainConfig, train
@@ -33,10 +42,20 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_stage_inputs(parser, "template", "render")
-    parser.add_argument("--model-dir", type=Path, required=True, help="where the CSE checkpoint goes")
-    parser.add_argument("--out", type=Path, required=True, help="CSE outputs, one subdirectory per image set")
+    parser.add_argument("--model-dir", type=Path, default=None, help="where the CSE checkpoint goes (training)")
+    parser.add_argument("--out", type=Path, default=None, help="CSE outputs, one subdirectory per image set")
     parser.add_argument("--metrics", type=Path, default=None, help="training figures and baseline metrics (JSON)")
     parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV, DVC plots)")
+    add_training_options(parser)
+    steps = parser.add_argument_group("sharded runs", "the stage in steps, for a cluster that fans inference out")
+    steps.add_argument("--train-only", action="store_true", help="train and checkpoint; no inference, no --out")
+    steps.add_argument("--model", type=Path, default=None, help="a trained CSE checkpoint: infer with it, no training")
+    steps.add_argument("--shard", type=int, default=0, help="with --model: infer only this shard (0-based)")
+    steps.add_argument("--num-shards", type=int, default=1, help="with --model: the number of shards")
+    steps.add_argument(
+        "--merge", type=Path, nargs="+", default=None, metavar="SHARD_DIR",
+        help="join these shard outputs into --out and score the baseline",
+    )  # fmt: skip
 
 
 def build_cse(template: BodyTemplate, p: CseParams) -> tuple[CseNet, dict[str, Any]]:
@@ -57,15 +76,17 @@ def build_cse(template: BodyTemplate, p: CseParams) -> tuple[CseNet, dict[str, A
 
 
 def make_loss(template: BodyTemplate, p: CseParams):
-    """The CSE training objective: soft geodesic embedding loss on sampled pixels + foreground cross-entropy."""
-    geodesics = template.geodesics
+    """The CSE training objective: soft geodesic embedding loss on sampled pixels + foreground cross-entropy.
+
+    The geodesic table lives on the training device (`TemplateTensors`), so the rows never come from the host."""
+    tables = TemplateTensors.from_template(template, select_device(p.train.device))
 
     def loss_fn(model, batch, generator):
         out = model(batch["image"])
         b, y, x = sample_pixels(batch["vertex"] >= 0, p.pixels_per_image, generator)
         gt_vertex = batch["vertex"][b, y, x]
         emb = out["embedding"][b, :, y, x]  # (N, D)
-        rows = torch.from_numpy(geodesics.rows(gt_vertex.cpu().numpy())).to(emb.device)  # (N, V)
+        rows = tables.geodesic_rows(gt_vertex)  # (N, V)
         vertex_embedding = (model.module if hasattr(model, "module") else model).vertex_embedding()
         embed = soft_embedding_loss(emb, vertex_embedding, rows, p.sigma_geodesic_m, p.sigma_embedding)
         fg = foreground_loss(out["fg_logits"], batch["mask"])
@@ -102,12 +123,20 @@ def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params:
 
 
 def run_cse_init(
-    template_dir: Path, render_dir: Path, model_dir: Path, out_dir: Path, params: Params, plots: Path | None = None
+    template_dir: Path,
+    render_dir: Path,
+    model_dir: Path,
+    out_dir: Path | None,
+    params: Params,
+    plots: Path | None = None,
+    restart: bool = False,
 ) -> dict:
-    """Train, infer on every image set, score the baseline; returns the figures for the metrics file."""
+    """Train, infer on every image set (in `cse_init.workers` processes), score the baseline; returns the figures
+    for the metrics file. `out_dir` None trains only (the first step of a sharded run).
+
+    restart: train from step 0 even when `model_dir` holds a checkpoint (see `bodymap.train.train`)."""
     p = params.cse_init
     template = BodyTemplate.load(template_dir)
-    sets = pipeline_sets(render_dir, params.pseudo_gt)
     model, model_args = build_cse(template, p)
     dataset = DenseDataset(
         [Source.rendered(cse_training_split(render_dir))],
@@ -129,17 +158,12 @@ def run_cse_init(
             model_args,
             params=p.model_dump(mode="json"),
             tracker=tracker,
+            restart=restart,
         )
         if setup(p.train.device).is_main:
-            device = select_device(p.train.device)
-            trained = load_cse_model(result.checkpoint, device)
-            for name, image_set in sets.items():
-                if image_set.exists():
-                    count = infer_split(
-                        trained, image_set.images(), out_dir / name, template.name, device, p.vertex_chunk
-                    )
-                    figures[f"images_{name}"] = count
-            figures.update(evaluate_baseline(template, sets, out_dir, params))
+            if out_dir is not None:
+                figures.update(infer_and_score(template, render_dir, result.checkpoint, out_dir, params))
+                tracker.log_artifact(out_dir / "evaluation")
             if plots is not None:
                 write_history(plots, result)
             figures.update(
@@ -147,15 +171,66 @@ def run_cse_init(
                 final_loss=result.history[-1]["loss"] if result.history else None,
             )
             tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
-            tracker.log_artifact(out_dir / "evaluation")
         write_run_info(model_dir, "cse_init", p.model_dump(mode="json"))
     teardown()
     return figures
 
 
+def _sets_to_infer(render_dir: Path, params: Params) -> dict[str, list]:
+    """Every image set later stages read that exists: name -> its images."""
+    return {name: s.images() for name, s in pipeline_sets(render_dir, params.pseudo_gt).items() if s.exists()}
+
+
+def infer_and_score(
+    template: BodyTemplate, render_dir: Path, checkpoint: Path, out_dir: Path, params: Params
+) -> dict[str, Any]:
+    """CSE on every image set into `out_dir/<set>/` (sharded over `cse_init.workers` processes), then the baseline
+    scores; the figures (`images_<set>` and the baseline metrics)."""
+    p = params.cse_init
+    device = select_device(p.train.device)
+    counts = infer_sets_in_workers(
+        checkpoint, _sets_to_infer(render_dir, params), out_dir, template.name, device, p.vertex_chunk, p.workers
+    )
+    figures: dict[str, Any] = {f"images_{name}": count for name, count in counts.items()}
+    figures.update(evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params))
+    return figures
+
+
+def merge_and_score(
+    template_dir: Path, render_dir: Path, shard_dirs: list[Path], out_dir: Path, params: Params
+) -> dict[str, Any]:
+    """The last step of a sharded run: join the inference shards into `out_dir` and score the baseline."""
+    template = BodyTemplate.load(template_dir)
+    tracker = Tracker()
+    with tracker.run("cse_init", params=params.cse_init.model_dump(mode="json"), tags={"step": "merge"}):
+        counts = merge_shards(shard_dirs, out_dir, "cse")
+        figures: dict[str, Any] = {f"images_{name}": count for name, count in counts.items()}
+        figures.update(evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params))
+        tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
+        tracker.log_artifact(out_dir / "evaluation")
+    return figures
+
+
 def main(args: argparse.Namespace, params: Params) -> int:
     with torch_threads(params.cse_init.train.threads):  # training and inference: results depend on the count
-        figures = run_cse_init(args.template, args.render, args.model_dir, args.out, params, args.plots)
+        if args.merge:
+            if args.out is None:
+                raise BodymapError("--merge needs --out, where the joined CSE outputs go")
+            figures = merge_and_score(args.template, args.render, args.merge, args.out, params)
+        elif args.model is not None:
+            if args.out is None:
+                raise BodymapError("--model (inference only) needs --out, where this shard's CSE outputs go")
+            counts = infer_sets(
+                args.model, _sets_to_infer(args.render, params), args.out, BodyTemplate.load(args.template).name,
+                select_device(params.cse_init.train.device), params.cse_init.vertex_chunk,
+                shard=args.shard, num_shards=args.num_shards,
+            )  # fmt: skip
+            figures = {f"images_{name}": count for name, count in counts.items()}
+        else:
+            if args.model_dir is None or (args.out is None and not args.train_only):
+                raise BodymapError("training needs --model-dir, and --out unless --train-only")
+            out = None if args.train_only else args.out
+            figures = run_cse_init(args.template, args.render, args.model_dir, out, params, args.plots, args.restart)
     if args.metrics is not None:
         write_json(args.metrics, figures)
     log.info("cse_init: %s", {k: v for k, v in figures.items() if "/" not in k or k.endswith(("gpsm_ap", "cm_10"))})

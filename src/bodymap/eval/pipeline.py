@@ -107,23 +107,82 @@ def evaluate_pipeline(
 
     Writes `out/predictions/<model>/<set>/` (BodyMap's dense predictions and the floors) and `out/report/`
     (metrics.json, report.md, window_accuracy.csv, per-set PR curves and pictures). Returns the flat metrics.
+    The predictions are shared by `evaluate.workers` processes (`bodymap.shards`: the same files as one process).
     """
+    from bodymap.shards import merge_shards, run_shards
+
+    workers = params.evaluate.workers
+    sets = pipeline_sets(render, params.pseudo_gt)
+    predictions = out / "predictions" / "bodymap"
+    if workers <= 1:
+        predict_report_sets(template_dir, sets, cse, checkpoint, predictions, "auto")
+    else:
+        import shutil
+        import tempfile
+
+        predictions.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".shards.", dir=predictions))
+        try:
+            shard_dirs = [scratch / f"shard-{k}" for k in range(workers)]
+            jobs = [(template_dir, sets, cse, checkpoint, d, "auto", k, workers) for k, d in enumerate(shard_dirs)]
+            run_shards(predict_report_sets, jobs, workers)
+            merge_shards(shard_dirs, predictions, "predictions")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return score_pipeline(template_dir, render, cse, checkpoint, out, params)
+
+
+def predict_report_sets(
+    template_dir: Path,
+    sets: dict[str, ImageSet],
+    cse: Path,
+    checkpoint: Path,
+    predictions: Path,
+    device: str = "auto",
+    shard: int = 0,
+    num_shards: int = 1,
+    batch_size: int = 8,
+) -> dict[str, int]:
+    """BodyMap's dense predictions of the report sets that exist, into `predictions/<set>/`; with `num_shards` > 1
+    only shard `shard` of each set's batches, with a `shard.json` (`bodymap.shards`). Returns set -> images."""
     from bodymap.predict import load_bodymap, predict_images
+    from bodymap.shards import shard_batches, write_shard_record
     from bodymap.train.distributed import select_device
 
     template = BodyTemplate.load(template_dir)
-    sets = pipeline_sets(render, params.pseudo_gt)
-    device = select_device("auto")
-    model = load_bodymap(checkpoint, device)
-    predictions = out / "predictions"
-    specs: list[EvalSpec] = []
+    dev = select_device(device)
+    model = load_bodymap(checkpoint, dev)
+    counts = {}
     for set_name in REPORT_SETS:
         image_set = sets[set_name]
         if not image_set.exists():
             log.warning("evaluate: no %s set at %s, skipped", set_name, image_set.root)
             continue
+        images = image_set.images()
+        mine = shard_batches(images, shard, num_shards, batch_size)
+        predict_images(model, template, mine, cse / set_name, predictions / set_name, dev, batch_size)
+        counts[set_name] = len(images)
+    if num_shards > 1:
+        write_shard_record(
+            predictions, kind="predictions", shard=shard, num_shards=num_shards, batch_size=batch_size, sets=counts
+        )
+    return counts
+
+
+def score_pipeline(
+    template_dir: Path, render: Path, cse: Path, checkpoint: Path, out: Path, params: Params
+) -> dict[str, Any]:
+    """Score BodyMap's predictions in `out/predictions/bodymap/<set>/` (`predict_report_sets`, or shards merged),
+    the CSE baseline and the floors drawn on BodyMap's silhouettes; write `out/report/`. Returns the flat metrics."""
+    template = BodyTemplate.load(template_dir)
+    sets = pipeline_sets(render, params.pseudo_gt)
+    predictions = out / "predictions"
+    specs: list[EvalSpec] = []
+    for set_name in REPORT_SETS:
+        image_set = sets[set_name]
+        if not image_set.exists():
+            continue
         bodymap = predictions / "bodymap" / set_name
-        predict_images(model, template, image_set.images(), cse / set_name, bodymap, device)
         specs += specs_for("bodymap", image_set, bodymap, set_name)
         specs += specs_for("cse", image_set, cse / set_name, set_name)
         for floor in FLOORS:

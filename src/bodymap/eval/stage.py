@@ -9,6 +9,10 @@ once.
 
 Writes into --out (atomically): `metrics.json` (flat, keys `<NAME>/<metric>`), `run.yaml`, and per set
 `<NAME>/pr_<mode>.csv`, `<NAME>/pr.png`, `<NAME>/vis/*.png`. --metrics also copies metrics.json elsewhere (DVC).
+
+Pipeline mode (`--model`) predicts before it scores, and the predictions grow with the data: `--shard i
+--num-shards n --out SHARD` predicts every n-th batch of each set, `--merge SHARD... --out DIR` joins the shards
+(the same files one process writes, `bodymap.shards`) and scores them; locally `evaluate.workers` processes do both.
 """
 
 from __future__ import annotations
@@ -90,6 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipeline.add_argument("--render", type=Path, default=None, help="render stage output")
     pipeline.add_argument("--cse", type=Path, default=None, help="cse_init outputs")
     pipeline.add_argument("--plots", type=Path, default=None, help="window-accuracy curves (CSV, DVC plots)")
+    pipeline.add_argument(
+        "--shard", type=int, default=None, help="predict only this shard of every set's batches into --out (0-based)"
+    )
+    pipeline.add_argument("--num-shards", type=int, default=1, help="with --shard: the number of shards")
+    pipeline.add_argument(
+        "--merge", type=Path, nargs="+", default=None, metavar="SHARD_DIR",
+        help="join these prediction shards (--shard runs) into --out, then score as one run does",
+    )  # fmt: skip
 
 
 def _headline(metrics: dict[str, float | None]) -> str:
@@ -145,16 +157,30 @@ def main(args: argparse.Namespace, params: Params) -> int:
     if args.model is not None:
         if args.render is None or args.cse is None or args.eval_sets:
             raise BodymapError("pipeline mode (--model) needs --render and --cse, and takes no --eval")
-        from bodymap.eval.pipeline import evaluate_pipeline
+        from bodymap.data.sets import pipeline_sets
+        from bodymap.eval.pipeline import evaluate_pipeline, predict_report_sets, score_pipeline
+        from bodymap.shards import check_shard, merge_shards
         from bodymap.tracking import Tracker
 
+        if args.shard is not None:  # one shard of the predictions, scored after --merge
+            check_shard(args.shard, args.num_shards)
+            sets = pipeline_sets(args.render, params.pseudo_gt)
+            with torch_threads(params.evaluate.threads):
+                predict_report_sets(
+                    args.template, sets, args.cse, args.model, args.out, shard=args.shard, num_shards=args.num_shards
+                )
+            return 0
         tracker = Tracker()
         inputs = [args.template, args.render, args.cse, args.model.parent]
         with (
             tracker.run("evaluate", params=params.evaluate.model_dump(mode="json"), inputs=inputs),
             torch_threads(params.evaluate.threads),  # the predictions depend on the count
         ):
-            flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+            if args.merge:
+                merge_shards(args.merge, args.out / "predictions" / "bodymap", "predictions")
+                flat = score_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+            else:
+                flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
             tracker.log_metrics({k: v for k, v in flat.items() if v is not None})
             tracker.log_artifact(args.out / "report")
         if args.plots is not None:

@@ -13,6 +13,7 @@ A term with weight 0 is not computed. The batch (a dict of tensors, stacked per 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -62,12 +63,16 @@ class LossWeights:
 
 
 class TemplateTensors:
-    """What the losses need from the template: the colour code as a tensor and geodesic rows on demand.
+    """What the losses need from the template, held on the training device: the colour code, the geodesic table and
+    a colour decoder, so a GPU training step never goes back to the host for them (before: geodesic rows read from
+    a memmap on the CPU and copied over, reference colours decoded by a k-d tree on the CPU).
 
     Args:
         colors: [V, 3] uint8 colour code (`BodyTemplate.colors`).
         vertices: [V, 3] rest-pose positions, metres (they give `values_per_metre`, for soft colour targets).
-        geodesics: the template's geodesic lookup (rows are read on the CPU, then moved to `device`).
+        geodesics: the template's geodesic lookup; its table moves to `device` (dense: [V, V] float16, 13k
+            vertices = 356 MB; landmarks: [K, V] float16 and the nearest landmark of each vertex). On the CPU the
+            dense table stays a view of the memory-mapped file, shared between processes.
         device: where the loss tensors live.
     """
 
@@ -81,8 +86,15 @@ class TemplateTensors:
         span = np.ptp(np.asarray(vertices, np.float64), axis=0).clip(1e-9)
         self.values_per_metre = torch.as_tensor(np.ptp(np.asarray(colors, np.float64), axis=0) / span).float()
         self.geodesics = geodesics
-        # Built like `BodyTemplate.decode_colors`'s tree, so decoding here gives the same vertices (ties included).
-        self._colour_tree = cKDTree(np.asarray(colors).astype(np.float32))
+        self._colours_t = self.colors.T.float().contiguous()  # (3, V), for `nearest_colour`
+        self._colour_sq = self.colors.pow(2).sum(1).float()  # (V,)
+        self._colour_tree: cKDTree | None = None  # built on first use, on the CPU only
+        self._dense = self._landmarks = self._nearest = None
+        if geodesics is not None and geodesics.dense is not None:
+            self._dense = _table_on(geodesics.dense, self.device)  # (V, V) float16
+        elif geodesics is not None:
+            self._landmarks = _table_on(geodesics.distances, self.device)  # (K, V) float16
+            self._nearest = torch.as_tensor(np.asarray(geodesics.nearest, np.int64), device=self.device)  # (V,)
 
     @classmethod
     def from_template(cls, template: BodyTemplate, device: torch.device | str = "cpu") -> TemplateTensors:
@@ -93,14 +105,69 @@ class TemplateTensors:
         return int(self.colors.shape[0])
 
     def decode_colors(self, rgb: torch.Tensor) -> torch.Tensor:
-        """[N, 3] int colour values -> [N] int64 vertex with the nearest code colour, on `self.device`."""
+        """[N, 3] int colour values -> [N] int64 vertex with the nearest code colour, on `self.device`.
+
+        On the CPU through a k-d tree built like `BodyTemplate.decode_colors`'s, so decoding here gives the vertices
+        inference gives (ties included). On an accelerator by brute force there (`nearest_colour`), without a round
+        trip to the host; an exact tie there may go to another vertex at the same colour distance.
+        """
+        if self.device.type != "cpu":
+            return nearest_colour(rgb.to(self.device), self._colours_t, self._colour_sq)
+        if self._colour_tree is None:
+            self._colour_tree = cKDTree(self.colors.numpy().astype(np.float32))
         _, idx = self._colour_tree.query(rgb.detach().cpu().numpy().astype(np.float32), workers=-1)
-        return torch.from_numpy(np.asarray(idx, np.int64)).to(self.device)
+        return torch.from_numpy(np.asarray(idx, np.int64))
 
     def geodesic_rows(self, vertex: torch.Tensor) -> torch.Tensor:
-        """[N] int vertex ids -> [N, V] float32 geodesic distances (metres) from each, on `self.device`."""
-        rows = self.geodesics.rows(vertex.detach().cpu().numpy().astype(np.int64))
-        return torch.from_numpy(rows).to(self.device)
+        """[N] int vertex ids -> [N, V] float32 geodesic distances (metres) from each, on `self.device`.
+
+        The same values as `Geodesics.rows`, gathered on the device."""
+        i = vertex.detach().to(self.device, torch.int64)
+        if self._dense is None and self._landmarks is None:
+            raise ValueError("geodesic_rows: these TemplateTensors were built without geodesics")
+        if self._dense is not None:
+            return self._dense.index_select(0, i).float()
+        # Landmarks: the mean of the lookups through either endpoint's nearest landmark (`Geodesics.rows`).
+        through_i = self._landmarks.index_select(0, self._nearest[i]).float()  # (N, V)
+        through_v = self._landmarks.index_select(1, i).index_select(0, self._nearest).T.float()  # (N, V)
+        rows = 0.5 * (through_i + through_v)
+        rows[torch.arange(len(i), device=self.device), i] = 0.0
+        return rows
+
+
+def nearest_colour(
+    rgb: torch.Tensor, colours_t: torch.Tensor, colour_sq: torch.Tensor, chunk: int = 1024
+) -> torch.Tensor:
+    """Brute-force nearest code colour on the queries' device, `chunk` queries x V at a time.
+
+    Args:
+        rgb: [N, 3] int colour values 0..255; colours_t: [3, V] float32 code colours, transposed; colour_sq: [V]
+            float32 their squared norms.
+    Returns:
+        [N] int64 vertex ids; exact ties go to the lowest id. ||c||^2 - 2 c.q are integers below 2^24, so exact in
+        float32 (and in TF32 matmuls: the inputs are at most 255), whatever the autocast state.
+    """
+    query = rgb.detach().float()
+    out = torch.empty(len(query), dtype=torch.int64, device=query.device)
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        for start in range(0, len(query), chunk):
+            block = query[start : start + chunk]  # (n, 3)
+            distance = torch.addmm(colour_sq, block, colours_t, alpha=-2.0)  # (n, V): squared distance - ||q||^2
+            out[start : start + len(block)] = distance.argmin(dim=1)
+    return out
+
+
+def _table_on(array: np.ndarray, device: torch.device, rows: int = 1024) -> torch.Tensor:
+    """A 2-D table as a tensor on `device`: on the CPU a view of `array` (a memmap stays one: no copy, pages shared
+    between processes), elsewhere copied over in blocks of `rows` rows (no whole host copy of a memmap)."""
+    if device.type == "cpu":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(array)  # read only: the losses index it, never write
+    out = torch.empty(array.shape, dtype=torch.from_numpy(array[:1]).dtype, device=device)
+    for start in range(0, array.shape[0], rows):
+        out[start : start + rows] = torch.from_numpy(np.ascontiguousarray(array[start : start + rows])).to(device)
+    return out
 
 
 def total_loss(

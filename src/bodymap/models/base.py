@@ -57,14 +57,20 @@ class BodyMapOutput:
         self.num_bins = int(color_logits.shape[2]) if color_logits is not None else int(color_weight.shape[0]) // 3
 
     def logits_at(self, b: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Colour logits at N pixels (image b, row y, column x: [N] int64 each) → [N, 3, K]."""
+        """Colour logits at N pixels (image b, row y, column x: [N] int64 each) → [N, 3, K].
+
+        Mixed precision: under autocast the features come out in float16 / bfloat16 while the projection's weight
+        stays float32. The features are brought to the weight's dtype, so outside autocast (where the losses run,
+        `bodymap.losses.total_loss`) the logits are float32, and inside it F.linear runs in autocast's dtype as
+        usual; the CSE prior is added in the logits' dtype.
+        """
         if self._logits is not None:
             return self._logits[b, :, :, y, x]
-        features = self.color_features[b, :, y, x]  # (N, C)
+        features = self.color_features[b, :, y, x].to(self._weight.dtype)  # (N, C)
         logits = F.linear(features, self._weight, self._bias).view(-1, 3, self.num_bins)  # (N, 3, K)
         if self._prior_bins is not None:
             bins = self._prior_bins[b, :, y, x].unsqueeze(-1)  # (N, 3, 1)
-            logits = logits.scatter_add(2, bins, self._prior_weight[b, :, y, x].unsqueeze(-1))
+            logits = logits.scatter_add(2, bins, self._prior_weight[b, :, y, x].unsqueeze(-1).to(logits.dtype))
         return logits
 
     @property
@@ -72,10 +78,12 @@ class BodyMapOutput:
         """[B, 3, K, H, W] logits at every pixel (computed on demand; prefer `logits_at`)."""
         if self._logits is None:
             b, _, h, w = self.color_features.shape
-            flat = F.conv2d(self.color_features, self._weight[:, :, None, None], self._bias)  # (B, 3 K, H, W)
+            features = self.color_features.to(self._weight.dtype)  # as in `logits_at`
+            flat = F.conv2d(features, self._weight[:, :, None, None], self._bias)  # (B, 3 K, H, W)
             logits = flat.view(b, 3, self.num_bins, h, w)
             if self._prior_bins is not None:
-                logits = logits.scatter_add(2, self._prior_bins.unsqueeze(2), self._prior_weight.unsqueeze(2))
+                prior = self._prior_weight.unsqueeze(2).to(logits.dtype)
+                logits = logits.scatter_add(2, self._prior_bins.unsqueeze(2), prior)
             self._logits = logits
         return self._logits
 

@@ -1,19 +1,28 @@
-"""Multi-level image encoders from timm by name (`pretrained=False`): a ViT through `forward_intermediates`, and CNN
-pyramids through `features_only`. Each returns a list of NCHW feature maps, shallow to deep, and says its channels
-and strides, so fusion and decoding never look at the encoder's name.
+"""Multi-level image encoders from timm by name: a ViT through `forward_intermediates`, and CNN pyramids through
+`features_only`. Each returns a list of NCHW feature maps, shallow to deep, and says its channels and strides, so
+fusion and decoding never look at the encoder's name.
+
+Encoders are built with random weights; `load_pretrained_encoders` then starts them from pretrained ones (timm's
+hub, ImageNet for the usual names, or a local weights file), adapted to the encoder as built: the position
+embedding and patch kernel resampled to its grid and patch size (timm's ViT rules), the 3-channel stem adapted to
+the CSE stream's 4 channels, the blocks and heads it does not keep dropped.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bodymap.errors import BodymapError
 from bodymap.models.layers import ConvNormAct
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 
 class ViTEncoder(nn.Module):
@@ -65,8 +74,15 @@ class ViTEncoder(nn.Module):
             raise ValueError(f"out_indices must be increasing block ids in [0, {n_blocks}), got {list(out_indices)}")
         self.out_indices = [int(i) for i in out_indices]
         self.vit.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
+        self.timm_name = name
         self.channels = [int(self.vit.embed_dim)] * len(self.out_indices)
         self.strides = [int(patch_size)] * len(self.out_indices)
+
+    def load_weights(self, state: dict[str, torch.Tensor], origin: str) -> None:
+        """Load a timm ViT state dict (see `load_pretrained_encoders`), resampled to this encoder's grid."""
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        _load_adapted(self.vit, state, origin, self.timm_name, lambda sd: checkpoint_filter_fn(sd, self.vit))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.vit.forward_intermediates(
@@ -86,8 +102,13 @@ class CNNEncoder(nn.Module):
         self.net = timm.create_model(
             name, pretrained=False, features_only=True, in_chans=in_chans, out_indices=tuple(out_indices)
         )
+        self.timm_name = name
         self.channels = [int(c) for c in self.net.feature_info.channels()]
         self.strides = [int(r) for r in self.net.feature_info.reduction()]
+
+    def load_weights(self, state: dict[str, torch.Tensor], origin: str) -> None:
+        """Load a timm CNN state dict (see `load_pretrained_encoders`); the classifier is not kept."""
+        _load_adapted(self.net, state, origin, self.timm_name)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.net(x))
@@ -117,3 +138,87 @@ class UNetEncoder(nn.Module):
             x = block(x)
             feats.append(x)
         return feats
+
+
+def pretrained_weights(name: str, source: bool | str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict `source` names for the timm encoder `name`, and where it came from (for messages).
+
+    Args:
+        name: the encoder's timm name, e.g. `vit_large_patch16_224`.
+        source: True for timm's default pretrained weights of `name` (ImageNet; fetched from the Hugging Face hub
+            and cached there), a timm hub name (`vit_large_patch16_224.augreg_in21k`, `hf-hub:timm/...`), or a
+            path to a local weights file (.pth, .pt, .bin or .safetensors; a state dict of such a network).
+    """
+    if isinstance(source, str) and _is_path(source):
+        path = Path(source)
+        if not path.is_file():
+            raise BodymapError(f"{path}: pretrained weights file not found (model params: pretrained)")
+        try:
+            return timm.models.load_state_dict(str(path)), str(path)
+        except Exception as exc:
+            raise BodymapError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+    hub = name if source is True else str(source)
+    try:
+        return timm.create_model(hub, pretrained=True, num_classes=0).state_dict(), f"timm weights {hub!r}"
+    except Exception as exc:
+        raise BodymapError(
+            f"pretrained weights {hub!r}: timm could not load them ({type(exc).__name__}: {exc}); without access to "
+            "the Hugging Face hub, give a local weights file (model params: pretrained: /path/to/weights.pth)"
+        ) from None
+
+
+def load_pretrained_encoders(model: nn.Module, source: bool | str) -> None:
+    """Start the encoders of a BodyMap network (`appearance`, and `correspondence` when it has one) from pretrained
+    weights (`pretrained_weights`), fetched once for both.
+
+    Raises:
+        BodymapError: naming the weights and the encoder, when the weights cannot be had, do not fit the encoder, or
+            the network's encoders take none (the U-Net).
+    """
+    encoders = [e for e in (model.appearance, getattr(model, "correspondence", None)) if e is not None]
+    if not all(hasattr(e, "load_weights") for e in encoders):
+        kinds = sorted({type(e).__name__ for e in encoders})
+        raise BodymapError(f"{type(model).__name__}: its {', '.join(kinds)} encoders take no pretrained weights")
+    state, origin = pretrained_weights(encoders[0].timm_name, source)
+    for encoder in encoders:
+        encoder.load_weights(state, origin)
+
+
+def _is_path(source: str) -> bool:
+    """A weights file rather than a hub name: a path that exists, has a weights suffix or a directory part."""
+    if source.startswith("hf-hub:"):
+        return False
+    return "/" in source or source.endswith(WEIGHT_SUFFIXES) or Path(source).exists()
+
+
+def _load_adapted(
+    net: nn.Module,
+    state: dict[str, torch.Tensor],
+    origin: str,
+    name: str,
+    resample: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> None:
+    """Load `state` into the timm network `net` (built as `name`): 3-channel stems adapted to `net`'s input
+    channels (timm's `adapt_input_conv`), then `resample`; keys `net` does not have are left out, every tensor it
+    has must be there."""
+    own = net.state_dict()
+    adapted = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if target is not None and value.ndim == 4 == target.ndim and value.shape[1] == 3 != target.shape[1]:
+            value = timm.models.adapt_input_conv(int(target.shape[1]), value)  # the CSE stream's 4 channels
+        adapted[key] = value
+    if resample is not None:
+        adapted = resample(adapted)
+    adapted = {k: v for k, v in adapted.items() if k in own}
+    missing = sorted(set(own) - set(adapted))
+    if missing:
+        raise BodymapError(
+            f"{origin}: no weights for {len(missing)} of the {len(own)} tensors of encoder {name} (e.g. "
+            f"{', '.join(missing[:3])}): are they weights of a {name}?"
+        )
+    try:
+        net.load_state_dict(adapted, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise BodymapError(f"{origin}: the weights do not fit encoder {name} ({detail})") from None

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from bodymap.errors import BodymapError
+from bodymap.models.encoders import load_pretrained_encoders
 from bodymap.models.networks import BodyMapCNN, BodyMapUNet, BodyMapViT
 
 if TYPE_CHECKING:
@@ -120,19 +121,27 @@ def create_model(name: str = DEFAULT_MODEL, **overrides: Any) -> BodyMapNet:
 
 
 def params_overrides(params: ModelParams) -> dict[str, Any]:
-    """The non-null settings of a `pretrain.model` params section, as constructor overrides (null = registry's)."""
+    """The non-null settings of a `pretrain.model` params section, as constructor overrides (null = registry's).
+
+    `pretrained` is not one: it says where the encoders start (`build_model`), not what the network is, so it is
+    not in the arguments a checkpoint stores and a checkpoint rebuilds without the weights file."""
     data = params.model_dump()
     data.pop("name")
+    data.pop("pretrained", None)
     return {k: v for k, v in data.items() if v is not None}
 
 
 def build_model(params: ModelParams, **overrides: Any) -> BodyMapNet:
     """Translate a `ModelParams` section into `create_model(name, **settings)`; `overrides` win over params.
 
-    A setting the chosen network does not take is an error naming it and the settings it does take.
+    A setting the chosen network does not take is an error naming it and the settings it does take. With
+    `pretrained` set, the encoders start from those weights (`bodymap.models.encoders.load_pretrained_encoders`).
     """
     settings = {**params_overrides(params), **overrides}
     try:
-        return create_model(params.name, **settings)
+        model = create_model(params.name, **settings)
+        if params.pretrained:
+            load_pretrained_encoders(model, params.pretrained)
     except BodymapError as exc:
         raise BodymapError(f"model params: {exc}") from None
+    return model

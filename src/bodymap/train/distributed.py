@@ -32,10 +32,16 @@ class DistInfo:
         return self.world_size > 1
 
 
-def select_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' → this rank's CUDA device when available, else CPU; 'cuda' without a GPU is an error."""
+def select_device(device: str = "auto", local_rank: int | None = None) -> torch.device:
+    """'auto' → this rank's CUDA device when available, else CPU; 'cuda' without a GPU is an error.
+
+    local_rank: default `LOCAL_RANK` (torchrun's), so everything a rank puts on the GPU (the model, the loss
+    tables) lands on the same device, not all ranks' tables on cuda:0.
+    """
     if device == "cpu":
         return torch.device("cpu")
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if device == "cuda":
@@ -75,3 +81,12 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / info.world_size
+
+
+def gather_objects(value: object, info: DistInfo) -> list[object]:
+    """Every rank's `value` as a list indexed by rank, on every rank ([value] when single-process)."""
+    if not info.distributed:
+        return [value]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, value)
+    return out

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bodymap.cli import add_stage_inputs
+from bodymap.cli import add_stage_inputs, add_training_options
 from bodymap.config import FinetuneParams, Params
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.pairs import FramePairs, WithPairs
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="held-out predictions and evaluation outputs")
     parser.add_argument("--metrics", type=Path, default=None, help="held-out metrics (JSON)")
     parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV)")
+    add_training_options(parser)
 
 
 def finetune_sources(p: FinetuneParams, sets: dict[str, ImageSet], cse: Path, pseudo_gt: Path) -> list[Source]:
@@ -137,6 +138,7 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
                 params={"finetune": p.model_dump(mode="json"), "pretrain": pretrained.get("params", {})},
                 tracker=tracker,
                 init_state=pretrained["model"],
+                restart=args.restart,
             )
             checkpoint, seconds = result.checkpoint, result.seconds
             if args.plots is not None and setup(p.train.device).is_main:

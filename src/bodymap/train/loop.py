@@ -1,10 +1,10 @@
 """The one training loop, used by `cse_init`, `pretrain` and `finetune`. It reads top to bottom.
 
-torchrun-compatible DDP (gloo on CPU, NCCL on CUDA), AMP on CUDA, gradient clipping, cosine schedule with linear
-warm-up, a NaN guard, atomic checkpoints every N steps and at the end, and exact resume: every source of
-randomness is a function of (seed, step, rank) or (seed, epoch, sample), so a run resumed from its last checkpoint
-ends with the same weights as an uninterrupted one. Logging goes through `bodymap.tracking.Tracker`, which is a
-no-op off rank 0.
+torchrun-compatible DDP (gloo on CPU, NCCL on CUDA), AMP (float16 on CUDA, bfloat16 on CUDA or the CPU; the
+losses in float32), gradient clipping, cosine schedule with linear warm-up, a NaN guard, atomic checkpoints every N
+steps and at the end, and exact resume: every source of randomness is a function of (seed, step, rank) or (seed,
+epoch, sample), so a run resumed from its last checkpoint ends with the same weights as an uninterrupted one.
+Logging goes through `bodymap.tracking.Tracker`, which is a no-op off rank 0.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +30,15 @@ from bodymap.io import atomic_path
 from bodymap.log import progress
 from bodymap.tracking import Tracker
 from bodymap.train import distributed
-from bodymap.train.checkpoint import LAST, load_checkpoint, save_checkpoint
+from bodymap.train.checkpoint import (
+    LAST,
+    load_checkpoint,
+    resume_problems,
+    rng_state,
+    run_hash,
+    save_checkpoint,
+    set_rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = "float16"
     workers: int = 0
     # torch's intra-op CPU threads while training (None: leave them as they are). The weights depend on it.
     threads: int | None = None
@@ -126,6 +135,22 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
 
 
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_settings(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, bool, bool]:
+    """(autocast dtype, whether autocast is on, whether gradients are loss-scaled) for a run on `device`.
+
+    float16 autocast runs on CUDA only (on the CPU the run stays float32) and needs loss scaling; bfloat16 has
+    float32's range, so it runs on CUDA or the CPU without scaling.
+    """
+    if config.amp_dtype not in AMP_DTYPES:
+        raise BodymapError(f"amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {config.amp_dtype!r}")
+    dtype = AMP_DTYPES[config.amp_dtype]
+    use_amp = config.amp and (device.type == "cuda" or dtype == torch.bfloat16)
+    return dtype, use_amp, use_amp and dtype == torch.float16
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -142,24 +167,37 @@ def train(
     tracker: Tracker | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    restart: bool = False,
+    store: str | None = None,
 ) -> TrainResult:
     """Train `model` on `dataset` for `config.steps` optimiser steps; resume from `out_dir/last.pt` if present.
+
+    A checkpoint resumes only the run that wrote it: the same model name and arguments, the same params and
+    training settings (`bodymap.train.checkpoint.run_hash`) and no more steps than this run has. Anything else is
+    one error naming the file and each differing field with both values; `restart` begins again from step 0
+    instead (the checkpoint is replaced at the first save).
 
     Args:
         model: a freshly built model (its weights are replaced on resume or by `init_state`).
         dataset: examples via `sample(index, rng)`; batches are stacked dicts of tensors.
         loss_fn: see `LossFn`.
-        out_dir: checkpoint directory (`last.pt`, atomically replaced every `checkpoint_every` steps).
+        out_dir: checkpoint directory (`last.pt`, atomically and durably replaced every `checkpoint_every` steps).
         model_name, model_args: stored in checkpoints so the model can be rebuilt without the config.
         params: resolved parameters stored in checkpoints.
         tracker: MLflow run to log to (only rank 0 logs).
         init_state: starting weights (e.g. the pretrained model for fine-tuning), ignored when resuming.
         on_step: called after every step with (step, loss terms) — progress hooks, tests.
+        restart: ignore any checkpoint (local or on the store) and train from step 0.
+        store: an `s3://` directory that keeps `last.pt` beyond this machine: rank 0 publishes every checkpoint
+            there, and a run that starts without a local checkpoint resumes from the store's (a preempted pod
+            restarts with an empty disk). Default: the s3:// `--model-dir` this process was given
+            (`bodymap.remote.checkpoint_store`).
     """
     with torch_threads(config.threads) if config.threads else contextlib.nullcontext():
         return _train(
-            model, dataset, loss_fn, config, out_dir, model_name, model_args, params, tracker, init_state, on_step
-        )
+            model, dataset, loss_fn, config, out_dir, model_name, model_args, params, tracker, init_state, on_step,
+            restart, store,
+        )  # fmt: skip
 
 
 def _train(
@@ -174,13 +212,18 @@ def _train(
     tracker: Tracker | None,
     init_state: dict[str, torch.Tensor] | None,
     on_step: Callable[[int, dict[str, float]], None] | None,
+    restart: bool,
+    store: str | None,
 ) -> TrainResult:
+    from bodymap.remote import checkpoint_store
+
     start_time = time.monotonic()
     out_dir = Path(out_dir)
+    store = store if store is not None else checkpoint_store(out_dir)
     dist_info = distributed.setup(config.device)
     device = dist_info.device
     tracker = tracker if (tracker is not None and dist_info.is_main) else Tracker(enabled=False)
-    use_amp = config.amp and device.type == "cuda"
+    amp_dtype, use_amp, use_scaler = amp_settings(config, device)
 
     # Model, optimiser, schedule.
     model = model.to(device)
@@ -192,17 +235,30 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_with_warmup(s, config.steps, config.warmup_steps)
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
-    # Resume from the last checkpoint of this run, if any.
+    # Resume from the last checkpoint of this run, if any (fetched from the store when the disk has none).
     start_step = 0
     ckpt_path = out_dir / LAST
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
+    this_run = run_hash(params or {}, asdict(config))
+    state = None if restart else _existing_checkpoint(ckpt_path, store, device)
+    if restart and (ckpt_path.exists() or store is not None):
+        log.info("--restart: training %s from step 0; the checkpoint in %s is replaced", model_name, store or out_dir)
+    if state is not None:
+        problems = resume_problems(
+            state, model_name=model_name, model_args=model_args, run=this_run, steps=config.steps
+        )
+        if problems:
+            raise BodymapError(
+                f"{ckpt_path}{f' (from {store})' if store else ''}: cannot resume this run from it: "
+                + "; ".join(problems)
+                + ". Pass --restart to train from step 0 (the checkpoint is replaced), or use another --model-dir"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # empty when saved without loss scaling (CPU, bfloat16)
+            scaler.load_state_dict(state["scaler"])
         start_step = int(state["step"])
         log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.steps)
     if dist_info.distributed:
@@ -221,8 +277,12 @@ def _train(
         persistent_workers=config.workers > 0,
     )
     batches = iter(loader)
+    if state is not None:
+        # After the loader's iterator took its seed: from here on the global RNGs continue as the saved run's.
+        _restore_rng(state.get("rng"), dist_info, ckpt_path)
 
     def checkpoint(step: int) -> None:
+        rngs = distributed.gather_objects(rng_state(), dist_info)  # every rank's, rank 0 gets the list
         if dist_info.is_main:
             save_checkpoint(
                 ckpt_path,
@@ -230,11 +290,17 @@ def _train(
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict(),
+                rng=rngs,
                 step=step,
                 model_name=model_name,
                 model_args=model_args,
                 params=params or {},
+                run_hash=this_run,
             )
+            if store is not None:
+                from bodymap.storage import Storage
+
+                Storage().publish_file(ckpt_path, f"{store.rstrip('/')}/{LAST}")
         distributed.barrier(dist_info)
 
     history: list[dict[str, float]] = []
@@ -248,7 +314,7 @@ def _train(
         generator = torch.Generator().manual_seed(config.seed * 7_777_777 + step * 31 + dist_info.rank)
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
 
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             loss, terms = loss_fn(model, batch, generator)
         if not torch.isfinite(loss):
             detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
@@ -284,6 +350,31 @@ def _train(
     if dist_info.is_main:
         log.info("trained %s to step %d in %.1f s", model_name, config.steps, seconds)
     return TrainResult(step=config.steps, checkpoint=ckpt_path, history=history, seconds=seconds)
+
+
+def _existing_checkpoint(path: Path, store: str | None, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint to resume from: `path`, else the store's `last.pt` (downloaded to `path`), else None."""
+    if not path.exists() and store is not None:
+        from bodymap.storage import Storage
+
+        storage = Storage()
+        uri = f"{store.rstrip('/')}/{LAST}"
+        if storage.exists(uri):
+            log.info("no local checkpoint: fetching %s", uri)
+            storage.download_file(uri, path)
+    return load_checkpoint(path, map_location=device) if path.exists() else None
+
+
+def _restore_rng(saved: Any, dist_info: distributed.DistInfo, path: Path) -> None:
+    """Set this rank's global RNGs to those saved with the checkpoint (one state per rank)."""
+    if not isinstance(saved, list) or len(saved) != dist_info.world_size:
+        have = len(saved) if isinstance(saved, list) else 0
+        log.warning(
+            "%s: RNG state of %d rank(s), this run has %d; per-step seeds still make the loop's draws exact",
+            path, have, dist_info.world_size,
+        )  # fmt: skip
+        return
+    set_rng_state(saved[dist_info.rank])
 
 
 def write_history(path: Path, result: TrainResult) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bodymap.cli import add_stage_inputs
+from bodymap.cli import add_stage_inputs, add_training_options
 from bodymap.config import AugmentParams, Params, PretrainParams
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="val/test predictions and evaluation outputs")
     parser.add_argument("--metrics", type=Path, default=None, help="val/test metrics (JSON, DVC metrics)")
     parser.add_argument("--plots", type=Path, default=None, help="training curve (CSV, DVC plots)")
+    add_training_options(parser)
 
 
 def augment_config(p: AugmentParams) -> AugmentConfig:
@@ -57,8 +58,9 @@ def train_bodymap(
     tracker: Tracker,
     init_state: dict[str, torch.Tensor] | None = None,
     stage: str = "pretrain",
+    restart: bool = False,
 ) -> TrainResult:
-    """Build the configured network and train it on `dataset` with the shared loop."""
+    """Build the configured network and train it on `dataset` with the shared loop (`restart`: see `train`)."""
     torch.manual_seed(p.train.seed)
     model = build_model(p.model)
     device = select_device(p.train.device)
@@ -74,6 +76,7 @@ def train_bodymap(
         params={stage: p.model_dump(mode="json")},
         tracker=tracker,
         init_state=init_state,
+        restart=restart,
     )
 
 
@@ -108,7 +111,7 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     )
     tracker = Tracker()
     with tracker.run("pretrain", params=p.model_dump(mode="json"), inputs=[args.template, args.render, args.cse]):
-        result = train_bodymap(template, dataset, p, args.model_dir, tracker)
+        result = train_bodymap(template, dataset, p, args.model_dir, tracker, restart=args.restart)
         metrics: dict[str, Any] = {}
         if setup(p.train.device).is_main:
             sets = pipeline_sets(args.render, params.pseudo_gt)
