@@ -25,6 +25,7 @@ from bodymap.models import (
     model_args,
     params_overrides,
 )
+from bodymap.models.base import bin_values, colour_bins
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -95,6 +96,35 @@ def test_create_model_errors_name_what_is_valid() -> None:
         create_model("bodymap_vitt")
     with pytest.raises(BodymapError, match="no setting \\['patch_size'\\].*encoder"):
         create_model("bodymap_resnet", patch_size=8)
+
+
+def test_conv_stem_keeps_the_token_stride_and_every_parameter_learns() -> None:
+    torch.manual_seed(0)
+    model = create_model("bodymap_vit", **TINY_VIT, stem=[8, 16])
+    plain = create_model("bodymap_vit", **TINY_VIT)
+    image, cse = _inputs()
+    x = torch.rand(2, 3, 64, 64)
+    assert [f.shape for f in model.appearance(x)] == [f.shape for f in plain.appearance(x)]  # same token grid
+    assert model.appearance.vit.patch_embed.proj.in_channels == 16
+    out = model(image, cse)
+    (out.silhouette.mean() + out.color_features.mean()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if ".stem." in n)
+    with pytest.raises(ValueError, match="divisible"):
+        create_model("bodymap_vit", **TINY_VIT, stem=[8] * 6)
+
+
+def test_coarser_colour_bins_map_values_to_classes_and_back() -> None:
+    values = torch.arange(256)
+    assert torch.equal(bin_values(colour_bins(values, 256), 256), values)  # 256 bins: the identity
+    bins = colour_bins(values, 64)
+    assert bins.min() == 0 and bins.max() == 63 and torch.equal(torch.bincount(bins), torch.full((64,), 4))
+    assert (bin_values(bins, 64) - values).abs().max() <= 2  # the bin centre is within half a bin
+    model = create_model("bodymap_vit", **TINY_VIT, num_bins=64)
+    out = model(*_inputs())
+    assert out.color_logits.shape == (2, 3, 64, 40, 56)
+    b, y, x = torch.zeros(5, dtype=torch.long), torch.arange(5), torch.arange(5)
+    expected = bin_values(out.color_logits[0, :, :, y, x].argmax(dim=1).T, 64)
+    assert torch.equal(out.colours_at(b, y, x), expected)
 
 
 def test_model_args_rebuild_the_same_network_from_json() -> None:

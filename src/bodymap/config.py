@@ -317,6 +317,8 @@ class ModelParams(Strict):
     features: decoder width. pretrained: where both encoders start: false (random), true (timm's pretrained
     weights for `encoder`, ImageNet, from the Hugging Face hub), a timm hub name (`vit_large_patch16_224.augreg_in21k`,
     `hf-hub:timm/...`), or a local weights file (.pth, .pt, .bin, .safetensors; a timm state dict of the encoder).
+    stem: channels of the ViTs' convolutional stem ([] for the plain patchify stem).
+    num_bins: classes per colour channel (256: one per colour value, the paper's; fewer classify coarser).
     """
 
     name: str = "bodymap_vit"
@@ -327,6 +329,8 @@ class ModelParams(Strict):
     out_indices: list[NonNegInt] | None = None
     features: PositiveInt | None = None
     pretrained: bool | Annotated[str, Field(min_length=1)] = False
+    stem: list[PositiveInt] | None = None
+    num_bins: Annotated[int, Field(ge=2, le=256)] | None = None
 
 
 class LossParams(Strict):

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from bodymap.losses.classification import chart_weight_table, pixel_classification_loss, pixel_weights
 from bodymap.losses.geodesic import consistency_loss, geodesic_loss, sample_pixels, vertex_log_probs
 from bodymap.losses.silhouette import soft_iou_loss
+from bodymap.models.base import bin_values, colour_bins
 
 if TYPE_CHECKING:
     from bodymap.config import LossParams
@@ -233,14 +234,17 @@ def _terms(
     labelled = confidence_map > 0
     b, y, x = torch.nonzero(labelled, as_tuple=True)  # (L,) each, image by image
     logits = outputs.logits_at(b, y, x)  # (L, 3, K)
+    num_bins = outputs.num_bins
+    vertex_bins = colour_bins(template.colors, num_bins)  # (V, 3) each vertex's class per channel
     gt_vertex = vertex[b, y, x]  # (L,)
     pixel_confidence = confidence_map[b, y, x]  # (L,)
 
     if weights.classification > 0:
         table = chart_weight_table(weights.hand_weight, weights.head_weight, device)
         chart_weight = table[chart[b, y, x].long().clamp(0, 24)] if chart is not None else 1.0
-        target = template.colors[gt_vertex]  # (L, 3)
-        sigma = template.values_per_metre * (weights.label_sigma_cm / 100.0) if weights.label_sigma_cm > 0 else None
+        target = vertex_bins[gt_vertex]  # (L, 3)
+        bins_per_metre = template.values_per_metre * (num_bins / 256.0)
+        sigma = bins_per_metre * (weights.label_sigma_cm / 100.0) if weights.label_sigma_cm > 0 else None
         terms["classification"] = pixel_classification_loss(logits, target, pixel_confidence * chart_weight, sigma)
 
     if weights.geodesic > 0 or weights.consistency > 0:
@@ -249,14 +253,14 @@ def _terms(
         position[b, y, x] = torch.arange(len(b), device=device)
         pick = position[sample_pixels(labelled, weights.geodesic_pixels, generator)]  # (N,)
         # Geodesic terms weigh pixels by confidence only: the hand/head emphasis is the classifier's (Sec. 3.3).
-        probs = vertex_log_probs(logits[pick], template.colors).softmax(dim=1)  # (N, V)
+        probs = vertex_log_probs(logits[pick], vertex_bins).softmax(dim=1)  # (N, V)
         gt_rows = template.geodesic_rows(gt_vertex[pick])  # (N, V)
         if weights.geodesic > 0:
             terms["geodesic"] = geodesic_loss(probs, gt_rows, pixel_confidence[pick])
         if weights.consistency > 0:
             ref = position[sample_pixels(labelled, weights.consistency_references, generator)]  # (R,)
             # A reference's prediction is decoded as at inference: arg max per channel, nearest code colour.
-            ref_pred = template.decode_colors(logits[ref].argmax(dim=2))  # (R, 3) values -> (R,) vertices
+            ref_pred = template.decode_colors(bin_values(logits[ref].argmax(dim=2), num_bins))  # (R, 3) -> (R,)
             terms["consistency"] = consistency_loss(
                 probs,
                 gt_rows,

@@ -17,6 +17,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def colour_bins(values: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Colour-code values 0..255 (int) -> the class of each among `num_bins` equal bins (the identity at 256)."""
+    return torch.div(values.long() * num_bins, 256, rounding_mode="floor")
+
+
+def bin_values(bins: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Classes 0..num_bins-1 -> the colour value at each bin's centre (the identity at 256), int64."""
+    return torch.div((2 * bins.long() + 1) * 256, 2 * num_bins, rounding_mode="floor")
+
+
 class BodyMapOutput:
     """Network outputs at input resolution.
 
@@ -29,7 +39,8 @@ class BodyMapOutput:
         silhouette: [B, 1, H, W] float foreground logit (sigmoid > 0.5 is foreground).
         color_features: [B, C, H, W] float, the colour head's last hidden features (also the features the
             equivariance loss compares).
-        num_bins: K, values per colour channel (256: BodyMap Sec. 3.3's 3 x 256-way classification).
+        num_bins: K classes per colour channel (256: BodyMap Sec. 3.3's 3 x 256-way classification, one per colour
+            value; fewer bins classify coarser, `colour_bins` / `bin_values` map between values and classes).
     """
 
     def __init__(
@@ -72,6 +83,10 @@ class BodyMapOutput:
             bins = self._prior_bins[b, :, y, x].unsqueeze(-1)  # (N, 3, 1)
             logits = logits.scatter_add(2, bins, self._prior_weight[b, :, y, x].unsqueeze(-1).to(logits.dtype))
         return logits
+
+    def colours_at(self, b: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The decoded colour (most likely class per channel, as a colour value) at N pixels → [N, 3] int64."""
+        return bin_values(self.logits_at(b, y, x).argmax(dim=2), self.num_bins)
 
     @property
     def color_logits(self) -> torch.Tensor:
@@ -124,7 +139,7 @@ class CorrespondenceHeads(nn.Module):
         if self.use_prior and prior is not None:
             fg = prior[:, 3:4]  # (B, 1, H, W) CSE foreground probability
             silhouette = silhouette + self.silhouette_prior * (fg - 0.5)
-            bins = (prior[:, :3] * (self.num_bins - 1)).round().long().clamp(0, self.num_bins - 1)  # (B, 3, H, W)
+            bins = colour_bins((prior[:, :3] * 255.0).round().clamp(0, 255), self.num_bins)  # (B, 3, H, W)
             weight = self.prior_scale.view(1, 3, 1, 1) * (fg > 0.5).to(features.dtype)  # (B, 3, H, W)
         return BodyMapOutput(
             silhouette=silhouette,

@@ -38,7 +38,7 @@ def decode_vertices(
     vertex = np.full(tuple(prob.shape), -1, np.int32)
     if bool(foreground.any()):
         b, y, x = torch.nonzero(foreground, as_tuple=True)
-        rgb = outputs.logits_at(b, y, x).argmax(dim=2)  # (N, 3) colour values, foreground pixels only
+        rgb = outputs.colours_at(b, y, x)  # (N, 3) colour values, foreground pixels only
         vertex[foreground.cpu().numpy()] = template.decode_colors(rgb.cpu().numpy())
     return vertex, prob.cpu().numpy()
 

@@ -36,6 +36,7 @@ class BodyMapViT(BodyMapNet):
         features: decoder width F; level l is fused to F * 2^l / 2 channels (widening with depth, as DPT's reassemble).
         use_correspondence: False gives the RGB-only variant (`bodymap_vit_rgb`, Table 1's "RGB only").
         drop_path_rate: stochastic depth in both transformers.
+        stem: channels of each encoder's convolutional stem (`ViTEncoder`; empty: patchify).
         num_bins: values per colour channel (256).
     """
 
@@ -50,6 +51,7 @@ class BodyMapViT(BodyMapNet):
         features: int,
         use_correspondence: bool = True,
         drop_path_rate: float = 0.0,
+        stem: Sequence[int] = (),
         num_bins: int = 256,
     ) -> None:
         strides = _dpt_strides(len(out_indices))
@@ -61,6 +63,7 @@ class BodyMapViT(BodyMapNet):
             "depth": depth,
             "out_indices": out_indices,
             "drop_path_rate": drop_path_rate,
+            "stem": tuple(stem),
         }
         self.appearance = ViTEncoder(in_chans=3, **vit)
         self.correspondence = ViTEncoder(in_chans=4, **vit) if use_correspondence else None

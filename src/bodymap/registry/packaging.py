@@ -51,7 +51,7 @@ class BodyMapPipeline(nn.Module):
         prob = torch.sigmoid(pred.silhouette.float())  # (B, 1, H, W)
         rgb = torch.zeros_like(prob).expand(-1, 3, -1, -1).clone()  # (B, 3, H, W), 0 off the person
         b, y, x = torch.nonzero(prob[:, 0] > 0.5, as_tuple=True)
-        rgb[b, :, y, x] = pred.logits_at(b, y, x).argmax(dim=2).float()
+        rgb[b, :, y, x] = pred.colours_at(b, y, x).float()
         return torch.cat([rgb, prob], dim=1)
 
 
