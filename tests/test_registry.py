@@ -164,7 +164,7 @@ def test_dvc_stage_graph_is_the_design_order():
             next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])
         ]:
             outputs[out if isinstance(out, str) else next(iter(out))] = name
-    # Every data dependency is produced by an earlier stage, so `dvc repro` runs them in DESIGN.md's order.
+    # Every data dependency is produced by an earlier stage, so `dvc repro` runs them in the README's stage order.
     for index, (name, stage) in enumerate(stages.items()):
         for dep in stage.get("deps", []):
             producer = next((s for path, s in outputs.items() if dep == path or dep.startswith(path + "/")), None)

@@ -550,7 +550,7 @@ warnings.filterwarnings("ignore", message='Field name "register" in "Params" sha
 
 
 class Params(Strict):
-    """The whole params.yaml: one section per stage (names from DESIGN.md), then `cluster` (not a stage)."""
+    """The whole params.yaml: one section per stage (`dvc.yaml`'s stage names), then `cluster` (not a stage)."""
 
     template: TemplateParams = TemplateParams()
     render: RenderParams = RenderParams()

@@ -2,7 +2,8 @@
 
 Charts `I` are 1..24, coarse parts (the 14 `dp_masks` entries) are 1..14; 0 is background in both.
 Left/right are the person's own sides. Within each front/back pair the lower id is the back, the higher the front
-(torso 1 back / 2 front, ...); the head splits into 23 right and 24 left. See docs in REFERENCE.md.
+(torso 1 back / 2 front, ...); the head splits into 23 right and 24 left (Güler et al., DensePose, CVPR 2018;
+docs/formats.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """DensePose AP / AR in the three modes GPS, GPSm and mask IoU, with detectron2's semantics, vectorised.
 
 Follows `DensePoseCocoEval` (detectron2 `projects/DensePose/densepose/evaluation/densepose_coco_evaluation.py`,
-CSE branch; REFERENCE.md) step by step:
+CSE branch) step by step:
 
 - Detections of an image are sorted by score (stable) and cut to `max_detections` (20).
 - GPS(d, g) = mean over g's points of exp(-dist^2 / (2 κ^2)), dist the geodesic distance between the GT vertex and

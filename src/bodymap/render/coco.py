@@ -1,6 +1,6 @@
 """DensePose-COCO annotations from a rendered frame: boxes, RLE masks, COCO keypoints and sparse `dp_*` points.
 
-Follows the DensePose-COCO conventions in REFERENCE.md: `dp_x`, `dp_y` in [0, 255] relative to the box scaled to
+Follows the DensePose-COCO conventions (docs/formats.md): `dp_x`, `dp_y` in [0, 255] relative to the box scaled to
 256 x 256 (image position = dp_x * w / 255 + x), `dp_masks` as 14 compressed RLEs on the 256 x 256 box grid, and the
 CSE fields `dp_vertex` and `ref_model`. Points are sampled at pixel centres, so the dense GT at
 `floor(dp_x * w / 255 + x)` is exactly the point's `dp_vertex`.
