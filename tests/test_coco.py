@@ -36,6 +36,7 @@ def _document(template, n: int = 20, seed: int = 0) -> dict:
         "segmentation": _rle(np.pad(np.ones((80, 50), np.uint8), ((20, 28), (10, 20)))),
         "dp_x": rng.uniform(0, 255, n).tolist(),
         "dp_y": rng.uniform(0, 255, n).tolist(),
+        "ref_model": template.name,  # the points are on this template's own charts
         "dp_I": template.chart[vertex].astype(int).tolist(),
         "dp_U": template.uv[vertex, 0].astype(float).tolist(),
         "dp_V": template.uv[vertex, 1].astype(float).tolist(),
