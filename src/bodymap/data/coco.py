@@ -119,6 +119,8 @@ class CocoGroundTruth:
     Annotations, image by image in file order: gt_start [I + 1] (image i owns gt_start[i]:gt_start[i+1]);
     ann_ids [G] int64, boxes [G, 4] float64 (x, y, w, h), areas [G] float64, iscrowd [G] bool,
     ignore [G] bool (no dp_x), rles: G image-level RLEs for mask IoU.
+    ignore_regions: per image, the RLE of DensePose-PoseTrack's `ignore_regions_x/y` polygons (people nobody
+    annotated: neither person nor background), or None.
     Points: pt_start [G + 1]; dp_x, dp_y [P] float64 on the 0..255 box grid; vertex [P] int32 (-1: chart missing on
     the template); kappa [P] float64; chart [P] uint8 (dp_I, else the template chart of the vertex).
     """
@@ -142,6 +144,7 @@ class CocoGroundTruth:
     kappa: np.ndarray
     chart: np.ndarray
     index_of: dict[int, int] = field(default_factory=dict)
+    ignore_regions: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def num_images(self) -> int:
@@ -250,6 +253,44 @@ def _check_atlas(
             f"dp_I/dp_U/dp_V are on the atlas of {ref!r}, but the template is {template.name!r}; build the template "
             f"from that mesh and its charts (name {ref!r}), or from SMPL + DensePose's UV data for DensePose-COCO",
         )  # fmt: skip
+
+
+def _ignore_regions(path: Path, record: str, image: dict[str, Any]) -> dict[str, Any] | None:
+    """DensePose-PoseTrack's `ignore_regions_x` / `ignore_regions_y` (one list of x and one of y per polygon) as one
+    image-level RLE, or None when the image has none."""
+    xs, ys = image.get("ignore_regions_x"), image.get("ignore_regions_y")
+    if xs is None and ys is None:
+        return None
+    if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+        raise input_error(path, record, "ignore_regions_x", "expected ignore_regions_x and _y: equal-length lists")
+    polygons = []
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        px = _numbers(path, record, f"ignore_regions_x[{k}]", x)
+        py = _numbers(path, record, f"ignore_regions_y[{k}]", y, len(px))
+        if len(px) >= 3:  # a polygon; shorter entries (PoseTrack has a few empty ones) cover nothing
+            polygons.append(np.stack([px, py], axis=1).ravel().tolist())
+    if not polygons:
+        return None
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, image["height"], image["width"]))
+
+
+def video_frames(path: str | Path, data: dict[str, Any]) -> dict[int, tuple[Any, int, bool]]:
+    """(vid_id, frame_id, labelled) of every image of a DensePose-PoseTrack document, by image id.
+
+    One rule for every reader: `vid_id` and `frame_id` are required; `labelled` is `is_labeled` where the file has
+    it, else whether the image has an annotation with DensePose points (`dp_x`).
+    """
+    with_points = {a.get("image_id") for a in data.get("annotations", []) if isinstance(a, dict) and "dp_x" in a}
+    frames = {}
+    for index, image in enumerate(data["images"]):
+        for name in ("vid_id", "frame_id"):
+            if name not in image:
+                raise input_error(path, f"images[{index}]", name, "missing: a video set needs vid_id and frame_id")
+        if not isinstance(image["frame_id"], int) or isinstance(image["frame_id"], bool):
+            raise input_error(path, f"images[{index}]", "frame_id", f"expected an int, got {image['frame_id']!r}")
+        labelled = image.get("is_labeled", image["id"] in with_points)
+        frames[image["id"]] = (image["vid_id"], image["frame_id"], bool(labelled))
+    return frames
 
 
 def read_coco(path: str | Path, template: BodyTemplate, images_dir: str | Path | None = None) -> CocoGroundTruth:
@@ -393,4 +434,5 @@ def read_coco(path: str | Path, template: BodyTemplate, images_dir: str | Path |
         kappa=kappa,
         chart=chart_all.astype(np.uint8),
         index_of=index_of,
+        ignore_regions=[_ignore_regions(path, f"image id {i}", images[i]) for i in order],
     )
