@@ -188,12 +188,18 @@ def test_pseudo_gt_labels_every_real_image_at_its_own_size_and_honours_posetrack
 
 
 def test_finetune_and_evaluate_report_the_real_sets(real) -> None:
-    work, _ = real
+    work, docs = real
     assert "bodymap/coco_val/gpsm_ap" in work.metrics("finetune")
     evaluated = work.metrics("evaluate")
     for model in ("bodymap", "cse"):
         assert f"{model}/coco_val/gps_ap" in evaluated and f"{model}/coco_test/gpsm_ap" in evaluated
     assert not any("coco_val_dense" in k or "coco_test_dense" in k for k in evaluated)  # real sets: sparse only
+    # BodyMap ran on each photo letterboxed to the training size, and its maps came back at the photo's own size
+    for image in docs["val"]["images"]:
+        with np.load(
+            work.root / "evaluation/predictions/bodymap/coco_val" / f"{image_key(image['file_name'])}.npz"
+        ) as d:
+            assert d["vertex"].shape == (image["height"], image["width"])
 
 
 def test_a_real_format_file_on_the_anny_template_fails_with_one_clear_error(real, template_dir, rendered, capsys):

@@ -246,10 +246,12 @@ def test_evaluate_in_shards_merges_into_the_unsharded_predictions(work: Work, ev
     from bodymap.shards import merge_shards
 
     checkpoint = work.root / "models" / "finetune" / "last.pt"
-    sets = pipeline_sets(work.render, load_params(work.params).pseudo_gt)
+    params = load_params(work.params)
+    sets = pipeline_sets(work.render, params.pseudo_gt)
     shards = [work.root / f"eval-shard{k}" for k in range(2)]
     for k, directory in enumerate(shards):
-        predict_report_sets(work.template, sets, work.root / "cse", checkpoint, directory, "cpu", shard=k, num_shards=2)
+        size = params.render.image_size
+        predict_report_sets(work.template, sets, work.root / "cse", checkpoint, directory, size, "cpu", k, 2)
     merged = work.root / "eval-merged"
     counts = merge_shards(shards[::-1], merged, "predictions")
     assert counts == {name: int(evaluated[f"bodymap/{name}/images"]) for name in counts}

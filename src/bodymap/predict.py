@@ -11,19 +11,19 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from bodymap.config import Params
 from bodymap.cse.infer import load_cse_model
 from bodymap.data.images import ImageEntry
+from bodymap.data.letterbox import Letterbox
 from bodymap.errors import BodymapError
 from bodymap.eval.predictions import PredictionWriter
 from bodymap.io import atomic_dir, read_image, save_npz, write_image
 from bodymap.log import progress
 from bodymap.models.base import BodyMapNet
-from bodymap.models.decode import add_decoded
+from bodymap.models.decode import decode_vertices
 from bodymap.models.inputs import cse_input
 from bodymap.models.registry import create_model
 from bodymap.registry.packaging import BodyMapPipeline, vertices_from_output
@@ -60,11 +60,16 @@ def predict_images(
     out_dir: Path,
     device: torch.device,
     batch_size: int = 8,
+    size: int | None = None,
 ) -> int:
     """Predict every image of a set into a dense prediction set (`<key>.npz` + predictions.json), atomically.
 
+    Each photo and its CSE maps are letterboxed to `size` (the training resolution) as in training, the network runs
+    on the batch, and its vertex and score maps go back to the photo's own size (`bodymap.data.letterbox`).
+
     Args:
         cse_dir: the CSE outputs for these images (required when the model takes the CSE input).
+        size: the network input side; None: each photo's long side (scale 1, padding only).
     Returns:
         number of images.
     """
@@ -76,21 +81,30 @@ def predict_images(
         writer = PredictionWriter(tmp, template_name=template.name, kind="dense")
         for start in progress(range(0, len(items), batch_size), f"predict {out_dir.name}", logger=log):
             batch = items[start : start + batch_size]
-            pixels = [read_image(entry.path) for entry in batch]
-            # Rendered sets share one size; photos of mixed sizes (real COCO) go one at a time, at their own size.
-            groups = [range(len(batch))] if len({p.shape for p in pixels}) == 1 else [[i] for i in range(len(batch))]
+            examples, boxes = [], []
+            for entry in batch:
+                example = {"image": read_image(entry.path)}
+                if model.uses_cse:
+                    example["cse_vertex"], example["cse_score"] = _load_cse_maps(cse_dir, entry.key)
+                    example["cse_vertex"] = example["cse_vertex"].astype(np.int32)
+                box = Letterbox.of(example["image"], size or max(example["image"].shape[:2]))
+                boxes.append(box)
+                examples.append(box.example_to_network(example))
+            # Without a common size (size None) photos of mixed sizes go one at a time.
+            sides = [box.size for box in boxes]
+            groups = [range(len(batch))] if len(set(sides)) == 1 else [[i] for i in range(len(batch))]
             for group in groups:
-                names = [batch[i].key for i in group]
-                image_t = torch.from_numpy(np.stack([pixels[i] for i in group]).transpose(0, 3, 1, 2)).float()
-                image_t = image_t.div(255.0).to(device)
+                image_t = torch.from_numpy(np.stack([examples[i]["image"] for i in group]).transpose(0, 3, 1, 2))
+                image_t = image_t.float().div(255.0).to(device)
                 cse_t = None
                 if model.uses_cse:
-                    maps = [_load_cse_maps(cse_dir, name) for name in names]
-                    vertex = torch.from_numpy(np.stack([m[0] for m in maps])).to(device)
-                    score = torch.from_numpy(np.stack([m[1] for m in maps])).to(device)
-                    cse_t = cse_input(vertex, score, colors)
-                ids = [batch[i].image_id for i in group]
-                add_decoded(writer, ids, model(image_t, cse_t), template, names=names)
+                    vertex = torch.from_numpy(np.stack([examples[i]["cse_vertex"] for i in group]).astype(np.int64))
+                    score = torch.from_numpy(np.stack([examples[i]["cse_score"] for i in group]))
+                    cse_t = cse_input(vertex.to(device), score.to(device), colors)
+                vertex, score = decode_vertices(model(image_t, cse_t), template)
+                for k, i in enumerate(group):
+                    back = boxes[i].maps_to_image({"vertex": vertex[k], "score": score[k]})
+                    writer.add_dense(int(batch[i].image_id), back["vertex"], score=back["score"], name=batch[i].key)
         writer.close()
     return len(items)
 
@@ -108,18 +122,16 @@ class Predictor:
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One photo [H, W, 3] uint8 → (vertex [H, W] int32, -1 background; foreground probability [H, W]).
 
-        The photo is resized so its long side is `size` (the training resolution; the networks pad to their
-        stride), and the maps are resized back with nearest-neighbour sampling.
+        The photo is letterboxed to `size` x `size` (the training resolution), exactly as training and evaluation
+        do (`bodymap.data.letterbox`), and the maps come back to the photo's size (nearest-neighbour).
         """
-        h, w = rgb.shape[:2]
-        scale = self.size / max(h, w)
-        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        box = Letterbox.of(rgb, self.size)
         device = next(self.pipeline.parameters()).device
-        image_t = torch.from_numpy(small.transpose(2, 0, 1)[None].copy()).float().div(255.0).to(device)
-        output = self.pipeline(image_t).cpu().numpy()  # (1, 4, h', w')
+        image_t = torch.from_numpy(box.image_to_network(rgb).transpose(2, 0, 1)[None].copy()).float().div(255.0)
+        output = self.pipeline(image_t.to(device)).cpu().numpy()  # (1, 4, size, size)
         vertex = vertices_from_output(output, self.template.decode_colors)[0]
-        vertex = cv2.resize(vertex, (w, h), interpolation=cv2.INTER_NEAREST)
-        score = cv2.resize(output[0, 3], (w, h), interpolation=cv2.INTER_LINEAR)
+        back = box.maps_to_image({"vertex": vertex.astype(np.int32), "score": output[0, 3]})
+        vertex, score = back["vertex"], back["score"]
         return vertex, score
 
 

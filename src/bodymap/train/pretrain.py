@@ -94,7 +94,8 @@ def evaluate_model(
     specs = []
     for image_set in image_sets:
         predictions = out / "predictions" / image_set.name
-        predict_images(model, template, image_set.images(), cse / image_set.name, predictions, device)
+        size = params.render.image_size  # the training resolution, letterboxed as in training
+        predict_images(model, template, image_set.images(), cse / image_set.name, predictions, device, size=size)
         specs += specs_for("bodymap", image_set, predictions, image_set.name)
     return run_evaluation(template, specs, params.evaluate, out / "evaluation")
 
