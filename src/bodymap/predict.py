@@ -18,9 +18,9 @@ from bodymap.config import Params
 from bodymap.cse.infer import load_cse_model
 from bodymap.data.images import ImageEntry
 from bodymap.data.letterbox import Letterbox
-from bodymap.errors import BodymapError
+from bodymap.errors import BodymapError, input_error
 from bodymap.eval.predictions import PredictionWriter
-from bodymap.io import atomic_dir, read_image, save_npz, write_image
+from bodymap.io import atomic_dir, read_image, read_json, save_npz, write_image
 from bodymap.log import progress
 from bodymap.models.base import BodyMapNet
 from bodymap.models.decode import decode_vertices
@@ -134,6 +134,64 @@ class Predictor:
         vertex, score = back["vertex"], back["score"]
         return vertex, score
 
+    def in_boxes(self, rgb: np.ndarray, boxes: np.ndarray, margin: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+        """One photo, person by person, as DensePose-RCNN's head sees a detection: each box (x, y, w, h), grown by
+        `margin` of its size on every side and clipped to the photo, is cropped, letterboxed and predicted on its
+        own; the crops' maps are pasted back (where people overlap, the more confident crop wins). Outside every
+        box is background. Returns (vertex [H, W] int32, score [H, W] float32)."""
+        h, w = rgb.shape[:2]
+        vertex = np.full((h, w), -1, np.int32)
+        score = np.zeros((h, w), np.float32)
+        for x0, y0, x1, y1 in crop_windows(boxes, h, w, margin):
+            crop_vertex, crop_score = self(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+            better = crop_score > score[y0:y1, x0:x1]
+            vertex[y0:y1, x0:x1][better] = crop_vertex[better]
+            score[y0:y1, x0:x1][better] = crop_score[better]
+        return vertex, score
+
+
+def crop_windows(boxes: np.ndarray, height: int, width: int, margin: float) -> list[tuple[int, int, int, int]]:
+    """Integer crop windows (x0, y0, x1, y1) of boxes [N, 4] (x, y, w, h): grown by `margin` x size per side,
+    rounded outwards, clipped to the photo; empty windows dropped."""
+    windows = []
+    for x, y, bw, bh in np.asarray(boxes, np.float64).reshape(-1, 4):
+        x0, y0 = int(np.floor(max(x - margin * bw, 0))), int(np.floor(max(y - margin * bh, 0)))
+        x1, y1 = int(np.ceil(min(x + bw * (1 + margin), width))), int(np.ceil(min(y + bh * (1 + margin), height)))
+        if x1 > x0 and y1 > y0:
+            windows.append((x0, y0, x1, y1))
+    return windows
+
+
+def read_boxes(path: Path) -> dict[str, np.ndarray]:
+    """Person boxes by image file name (its base name) from a COCO JSON (`images` with `file_name`, `annotations`
+    with `image_id`, `bbox`; only category `person`, or every annotation when there are no categories)."""
+    data = read_json(path, "the person boxes")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise input_error(path, None, None, "expected a COCO JSON object with images and annotations lists")
+    person = next((c.get("id") for c in data.get("categories") or [] if c.get("name") == "person"), None)
+    names: dict[object, str] = {}
+    for index, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+            raise input_error(path, f"images[{index}]", "file_name", "expected an object with id and file_name")
+        names[image["id"]] = Path(image["file_name"]).name
+    boxes: dict[str, list[list[float]]] = {name: [] for name in names.values()}
+    for index, ann in enumerate(data["annotations"]):
+        record = f"annotation id {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotations[{index}]"
+        if not isinstance(ann, dict) or ann.get("image_id") not in names:
+            raise input_error(path, record, "image_id", "missing, or not an id in images")
+        if person is not None and ann.get("category_id") != person:
+            continue
+        box = ann.get("bbox")
+        valid = isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
+        if not valid or min(box[2:]) <= 0:
+            raise input_error(path, record, "bbox", f"expected [x, y, w, h] with w, h > 0, got {box!r}")
+        boxes[names[ann["image_id"]]].append([float(v) for v in box])
+    return {name: np.asarray(b, np.float64).reshape(-1, 4) for name, b in boxes.items()}
+
 
 def load_predictor(
     model: str,
@@ -190,6 +248,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", type=Path, default=None, help="template directory (with a checkpoint --model)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--size", type=int, default=None, help="network input long side (default: training size)")
+    parser.add_argument(
+        "--boxes", type=Path, default=None,
+        help="COCO JSON of person boxes (images by file name + annotations): predict each person's crop on its own",
+    )  # fmt: skip
+    parser.add_argument("--box-margin", type=float, default=0.1, help="with --boxes: crop margin, share of box size")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
@@ -208,12 +271,21 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def main(args: argparse.Namespace, params: Params | None = None) -> int:
+    files = _expand(args.images)
+    boxes = read_boxes(args.boxes) if args.boxes is not None else None
+    if boxes is not None:
+        missing = [path.name for path in files if path.name not in boxes]
+        if missing:
+            raise input_error(args.boxes, None, "images", f"no entry for {missing[0]!r} ({len(missing)} photos in all)")
     predictor = load_predictor(args.model, args.cse_model, args.template, args.device, args.size)
     colors = predictor.template.colors
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in progress(_expand(args.images), "predict", logger=log):
+    for path in progress(files, "predict", logger=log):
         photo = read_image(path)
-        vertex, score = predictor(photo)
+        if boxes is None:
+            vertex, score = predictor(photo)
+        else:
+            vertex, score = predictor.in_boxes(photo, boxes[path.name], args.box_margin)
         write_image(args.out / f"{path.stem}_correspondence.png", correspondence_image(vertex, colors))
         write_image(args.out / f"{path.stem}_overlay.png", overlay(photo, vertex, colors))
         save_npz(args.out / f"{path.stem}_vertex.npz", vertex=vertex.astype(np.int32), score=score.astype(np.float16))
