@@ -98,7 +98,7 @@ def atlas_vertex_chart(atlas: Atlas) -> np.ndarray:
 
 
 def _barycentric(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Barycentric weights of points p [N, 1, 2] in triangles a, b, c [1, F, 2] -> three [N, F] arrays (NaN for
+    """Barycentric weights of points p [..., 2] in triangles a, b, c [..., 2] -> three [...] arrays (NaN for
     degenerate triangles)."""
     v0, v1, v2 = b - a, c - a, p - a
     den = v0[..., 0] * v1[..., 1] - v1[..., 0] * v0[..., 1]
@@ -108,16 +108,63 @@ def _barycentric(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> 
     return 1.0 - wb - wc, wb, wc
 
 
+def _face_grid(tri: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """A uniform `cells` x `cells` grid over [0, 1]^2 listing, per cell, the faces whose UV bounding box (grown by
+    1e-9) overlaps it, in file order. tri: [F, 3, 2]. Returns (indptr [cells^2 + 1], faces [M]) in CSR layout."""
+    lo = np.clip(np.floor((tri.min(axis=1) - 1e-9) * cells), 0, cells - 1).astype(np.int64)  # [F, 2]
+    hi = np.clip(np.floor((tri.max(axis=1) + 1e-9) * cells), 0, cells - 1).astype(np.int64)
+    span = hi - lo + 1
+    count = span[:, 0] * span[:, 1]
+    face = np.repeat(np.arange(len(tri)), count)
+    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)  # index within each face's block
+    cx = lo[face, 0] + k % span[face, 0]
+    cy = lo[face, 1] + k // span[face, 0]
+    cell = cy * cells + cx
+    order = np.lexsort((face, cell))  # by cell, then file order
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=cells * cells))])
+    return indptr, face[order]
+
+
+def _candidates(tri: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(point, face) pairs that may contain each point: every face whose UV bounding box overlaps the point's cell,
+    on one grid per face size (faces of extent <= 2^-k on a 2^k grid, so each overlaps at most 2 x 2 cells and a
+    cell holds few faces however unevenly the chart is laid out). Exact: a containing face is always listed.
+
+    tri: [F, 3, 2] chart faces; p: [N, 2] points. Returns (owner [M] point index, face [M] index into tri).
+    """
+    extent = (tri.max(axis=1) - tri.min(axis=1)).max(axis=1) + 2e-9
+    level = np.clip(np.floor(-np.log2(extent)), 0, 12).astype(np.int64)
+    owners, faces = [], []
+    for k in np.unique(level):
+        members = np.flatnonzero(level == k)
+        cells = 2 ** int(k)
+        indptr, cell_faces = _face_grid(tri[members], cells)
+        gx = np.clip(np.floor(p[:, 0] * cells), 0, cells - 1).astype(np.int64)
+        gy = np.clip(np.floor(p[:, 1] * cells), 0, cells - 1).astype(np.int64)
+        cell = gy * cells + gx
+        first, count = indptr[cell], indptr[cell + 1] - indptr[cell]
+        owner = np.repeat(np.arange(len(p)), count)
+        offset = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+        owners.append(owner)
+        faces.append(members[cell_faces[first[owner] + offset]])
+    return np.concatenate(owners), np.concatenate(faces)
+
+
 def iuv_to_vertex(
-    atlas: Atlas, vertices: np.ndarray, chart: np.ndarray, u: np.ndarray, v: np.ndarray, block: int = 1024
+    atlas: Atlas, vertices: np.ndarray, chart: np.ndarray, u: np.ndarray, v: np.ndarray, block: int = 65536
 ) -> np.ndarray:
     """Mesh vertex of each (I, U, V) point by DensePose's rule (module docstring).
+
+    Only the faces a grid lists for the point's cell are tested (`_candidates`), and the lowest file index among
+    those that contain it wins, which is DensePose's first hit.
 
     Args:
         vertices: [V, 3] mesh positions (for the nearest corner in 3D). chart: [N] int 1..24; u, v: [N] float.
     Returns:
         [N] int32 mesh vertex ids (-1 where the atlas has no face of chart I).
     """
+    from scipy.spatial import cKDTree
+
     chart = np.asarray(chart).astype(np.int64).ravel()
     uv = np.stack([np.asarray(u, np.float64).ravel(), np.asarray(v, np.float64).ravel()], axis=1)
     out = np.full(len(chart), -1, np.int32)
@@ -129,24 +176,29 @@ def iuv_to_vertex(
         rows = np.flatnonzero(chart == c)
         tri = atlas.uv[faces]  # [F, 3, 2]
         corners = np.unique(faces)
+        corner_tree = cKDTree(atlas.uv[corners])
         for start in range(0, len(rows), block):
             sel = rows[start : start + block]
-            p = uv[sel][:, None, :]
-            w0, w1, w2 = _barycentric(p, tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
-            inside = (w0 >= -eps) & (w1 >= -eps) & (w2 >= -eps)
-            hit = inside.any(axis=1)
-            first = inside.argmax(axis=1)  # the first containing face in file order
-            k = np.arange(len(sel))
-            weights = np.stack([w0[k, first], w1[k, first], w2[k, first]], axis=1)
-            face = faces[first]  # [n, 3] atlas corners
+            p = uv[sel]
+            owner, cand = _candidates(tri, p)
+            t = tri[cand]  # [pairs, 3, 2]
+            w0, w1, w2 = _barycentric(p[owner], t[:, 0], t[:, 1], t[:, 2])
+            pair = np.flatnonzero((w0 >= -eps) & (w1 >= -eps) & (w2 >= -eps))
+            pair = pair[np.lexsort((cand[pair], owner[pair]))]  # by point, then file order
+            pair = pair[np.unique(owner[pair], return_index=True)[1]]  # each point's first containing face
+            hit = np.zeros(len(sel), bool)
+            hit[owner[pair]] = True
+            face = np.zeros((len(sel), 3), np.int64)
+            weights = np.zeros((len(sel), 3))
+            face[owner[pair]] = faces[cand[pair]]  # [n, 3] atlas corners
+            weights[owner[pair]] = np.stack([w0[pair], w1[pair], w2[pair]], axis=1)
             corner_xyz = vertices[atlas.vertex[face]].astype(np.float64)  # [n, 3, 3]
             point = (weights[:, :, None] * corner_xyz).sum(axis=1)
             nearest = np.linalg.norm(corner_xyz - point[:, None], axis=2).argmin(axis=1)
-            found = atlas.vertex[face[k, nearest]]
+            found = atlas.vertex[face[np.arange(len(sel)), nearest]]
             if not hit.all():  # in no triangle: the chart's corner nearest in UV
-                miss = ~hit
-                d = np.linalg.norm(uv[sel[miss]][:, None] - atlas.uv[corners][None], axis=2)
-                found[miss] = atlas.vertex[corners[d.argmin(axis=1)]]
+                _, near = corner_tree.query(p[~hit])
+                found[~hit] = atlas.vertex[corners[near]]
             out[sel] = found
     return out
 
