@@ -147,3 +147,13 @@ def test_uv_data_errors_name_the_file_and_field(dp_files, template, tmp_path):
         read_uv_processed(bad, template.num_vertices)
     with pytest.raises(BodymapError, match=r"field 'All_vertices': expected integers in 1\.\.100"):
         read_uv_processed(dp_files[1], 100)  # UV data of a bigger mesh than the model file
+
+
+def test_the_template_stage_needs_both_densepose_files(tmp_path):
+    from bodymap.config import TemplateParams
+    from bodymap.template.stage import build_template
+
+    params = TemplateParams.model_validate({"source": "densepose", "densepose": {"model": "smpl.npz"}})
+    with pytest.raises(BodymapError, match=r"template.densepose.model and template.densepose.uv_data must be set"):
+        build_template(params, tmp_path / "template")
+    assert not (tmp_path / "template").exists()
