@@ -9,8 +9,9 @@ detectron2's `DensePoseCocoEval`: only the `person` category counts; a GT withou
 is `dp_vertex` (on the mesh `ref_model` names, which must be the template) or `dp_I/U/V` through
 `template.iuv_to_vertex`. Without `ref_model`, `dp_I/U/V` are DensePose's SMPL atlas coordinates (real DensePose-COCO
 and PoseTrack), read only on a template built from SMPL + DensePose's UV data; with it they are on that template's
-own charts. Points on any other mesh or atlas are refused, never mapped to a guessed vertex. κ comes from `dp_I` (0.255 without it); the mask used for
-mask IoU is the union of `dp_masks` resized to the box, else `segmentation`, else empty.
+own charts. Points on any other mesh or atlas are refused, never mapped to a guessed vertex. κ comes from `dp_I`
+(0.255 without it); the mask used for mask IoU is the union of `dp_masks` resized to the box, else `segmentation`,
+else empty.
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ def _check_atlas(
         if ref is None:
             raise input_error(
                 path, record, "ref_model",
-                f"missing: dp_vertex ids need ref_model naming the mesh they index (this template is {template.name!r})",
+                f"missing: dp_vertex needs ref_model naming the mesh it indexes (this template is {template.name!r})",
             )  # fmt: skip
         if ref != template.name:
             raise input_error(
