@@ -179,6 +179,7 @@ def evaluate(
     model: Input[Model],
     evaluate_params: str,
     pseudo_gt_params: str,
+    render_params: str,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
@@ -190,7 +191,8 @@ def evaluate(
 
     checkpoint = f"{model.path}/{LAST}"
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--model": checkpoint}
-    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params}
+    # render: photos are letterboxed to the training resolution, render.image_size
+    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params, "render": render_params}
     run_stage("evaluate", {**inputs, "--out": evaluation.path, "--metrics": metrics.path}, sections, metrics)
     shutil.copyfile(f"{evaluation.path}/report/report.md", report.path)
 
@@ -205,6 +207,7 @@ def evaluate_shard(
     num_shards: int,
     evaluate_params: str,
     pseudo_gt_params: str,
+    render_params: str,
     predictions: Output[Dataset],
 ):
     """BodyMap's predictions of one shard of every report set's batches (scored by evaluate_merge)."""
@@ -217,7 +220,8 @@ def evaluate_shard(
         "--num-shards": num_shards,
         "--out": predictions.path,
     }
-    run_stage("evaluate", {**inputs, **shards}, {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params})
+    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params, "render": render_params}
+    run_stage("evaluate", {**inputs, **shards}, sections)
 
 
 @component()
@@ -229,6 +233,7 @@ def evaluate_merge(
     shards: Input[List[Dataset]],  # noqa: UP006
     evaluate_params: str,
     pseudo_gt_params: str,
+    render_params: str,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
@@ -241,7 +246,8 @@ def evaluate_merge(
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path}
     options = {**inputs, "--model": f"{model.path}/{LAST}", "--merge": [s.path for s in shards]}
     options.update({"--out": evaluation.path, "--metrics": metrics.path})
-    run_stage("evaluate", options, {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params}, metrics)
+    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params, "render": render_params}
+    run_stage("evaluate", options, sections, metrics)
     shutil.copyfile(f"{evaluation.path}/report/report.md", report.path)
 
 

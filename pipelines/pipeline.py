@@ -258,6 +258,7 @@ def build_pipeline(params: Params) -> GraphComponent:
             "model": f.outputs["model"],
             "evaluate_params": evaluate_params,
             "pseudo_gt_params": pseudo_gt_params,
+            "render_params": render_params,
         }
         if cluster.shards == 1:
             e = evaluate(**data, **scoring)

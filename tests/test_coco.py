@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from bodymap.data.coco import read_coco
+from bodymap.data.coco import read_coco, video_frames
 from bodymap.errors import BodymapError
 
 
@@ -36,6 +36,7 @@ def _document(template, n: int = 20, seed: int = 0) -> dict:
         "segmentation": _rle(np.pad(np.ones((80, 50), np.uint8), ((20, 28), (10, 20)))),
         "dp_x": rng.uniform(0, 255, n).tolist(),
         "dp_y": rng.uniform(0, 255, n).tolist(),
+        "ref_model": template.name,  # the points are on this template's own charts
         "dp_I": template.chart[vertex].astype(int).tolist(),
         "dp_U": template.uv[vertex, 0].astype(float).tolist(),
         "dp_V": template.uv[vertex, 1].astype(float).tolist(),
@@ -101,3 +102,17 @@ def test_missing_image_is_reported_when_an_image_folder_is_given(template, tmp_p
         read_coco(path, template, images_dir=tmp_path)
     (tmp_path / "a.jpg").write_bytes(b"")
     assert read_coco(path, template, images_dir=tmp_path).num_images == 1
+
+
+def test_video_frames_read_is_labeled_one_way_and_require_frame_ids(template, tmp_path):
+    doc = _document(template)
+    doc["images"] = [
+        {"id": 1, "file_name": "a.jpg", "height": 128, "width": 80, "vid_id": "v", "frame_id": 0},
+        {"id": 2, "file_name": "b.jpg", "height": 128, "width": 80, "vid_id": "v", "frame_id": 1},
+        {"id": 3, "file_name": "c.jpg", "height": 128, "width": 80, "vid_id": "v", "frame_id": 2, "is_labeled": True},
+    ]
+    # without is_labeled a frame is labelled when it has DensePose points (image 1), whatever reads it
+    assert video_frames("v.json", doc) == {1: ("v", 0, True), 2: ("v", 1, False), 3: ("v", 2, True)}
+    doc["images"][1].pop("frame_id")
+    with pytest.raises(BodymapError, match=r"v.json: record images\[1\]: field 'frame_id': missing"):
+        video_frames("v.json", doc)

@@ -159,12 +159,9 @@ def test_malformed_annotations_name_file_record_and_field(tmp_path, template, sp
     assert "'dp_vertex'" in message
     message = read(lambda d: d["images"][0].pop("height"))
     assert "images[0]" in message and "'height'" in message
-    # dp_vertex of another template: fall back to dp_I/U/V, or fail without them
-    doc2 = json.loads(json.dumps(doc))
-    for ann in doc2["annotations"]:
-        ann["ref_model"] = "smpl_27554"
-    write_json(tmp_path / "other.json", doc2)
-    assert read_coco(tmp_path / "other.json", template).vertex.min() >= 0
+    # dp_vertex of another mesh: refused (never re-read through dp_I/U/V on the wrong atlas), with or without IUV
+    message = read(lambda d: d["annotations"][0].update(ref_model="smpl_27554"))
+    assert f"annotation id {ann_id}" in message and "'ref_model'" in message and "'smpl_27554'" in message
     message = read(lambda d: [d["annotations"][0].update(ref_model="smpl"), d["annotations"][0].pop("dp_I")])
     assert "'ref_model'" in message
     # dense GT without its vertex map

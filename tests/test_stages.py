@@ -242,14 +242,18 @@ def test_evaluate_in_shards_merges_into_the_unsharded_predictions(work: Work, ev
     merged: the same prediction files as the unsharded `evaluate` run wrote (the files it scored)."""
     from bodymap.config import load_params
     from bodymap.data.sets import pipeline_sets
+    from bodymap.determinism import torch_threads
     from bodymap.eval.pipeline import predict_report_sets
     from bodymap.shards import merge_shards
 
     checkpoint = work.root / "models" / "finetune" / "last.pt"
-    sets = pipeline_sets(work.render, load_params(work.params).pseudo_gt)
+    params = load_params(work.params)
+    sets = pipeline_sets(work.render, params.pseudo_gt)
     shards = [work.root / f"eval-shard{k}" for k in range(2)]
-    for k, directory in enumerate(shards):
-        predict_report_sets(work.template, sets, work.root / "cse", checkpoint, directory, "cpu", shard=k, num_shards=2)
+    size = params.render.image_size
+    with torch_threads(params.evaluate.threads):  # as `bodymap evaluate --shard` runs it (bits follow the count)
+        for k, directory in enumerate(shards):
+            predict_report_sets(work.template, sets, work.root / "cse", checkpoint, directory, size, "cpu", k, 2)
     merged = work.root / "eval-merged"
     counts = merge_shards(shards[::-1], merged, "predictions")
     assert counts == {name: int(evaluated[f"bodymap/{name}/images"]) for name in counts}

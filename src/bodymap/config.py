@@ -70,6 +70,20 @@ class MeshTemplate(Strict):
     name: str = "custom"
 
 
+class DensePoseTemplate(Strict):
+    """SMPL with DensePose's own atlas: the template real DensePose-COCO / PoseTrack IUV points are written on.
+
+    model: an SMPL model file (.pkl / .npz with v_template and f) or a mesh of it (.obj, .ply, .npz vertices/faces);
+    uv_data: DensePose's `UV_Processed.mat`; symmetry: optional [V] mirror map (.npy) when the mesh is not mirror
+    symmetric to 1 mm.
+    """
+
+    model: str | None = None
+    uv_data: str | None = None
+    symmetry: str | None = None
+    name: str = "smpl"
+
+
 class Geodesics(Strict):
     """How all-pairs geodesic distances are stored.
 
@@ -84,10 +98,11 @@ class Geodesics(Strict):
 
 
 class TemplateParams(Strict):
-    source: Literal["anny", "mesh"] = "anny"
+    source: Literal["anny", "mesh", "densepose"] = "anny"
     anny_topology: str = "anny"
     shape: AnnyShape = AnnyShape()
     mesh: MeshTemplate = MeshTemplate()
+    densepose: DensePoseTemplate = DensePoseTemplate()
     geodesics: Geodesics = Geodesics()
     lbo_k: PositiveInt = 64
     picture_size: PositiveInt = 512

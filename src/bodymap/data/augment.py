@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-_LABELS = ("vertex", "cse_vertex")
-_CONTINUOUS = ("mask", "mask_weight", "weight", "cse_score")
+from bodymap.data.letterbox import LABELS as _LABELS
+from bodymap.data.letterbox import Letterbox, warp
 
 
 @dataclass(frozen=True)
@@ -38,37 +38,16 @@ def flip(example: dict[str, np.ndarray], symmetry: np.ndarray) -> dict[str, np.n
     return out
 
 
-def _warp(example: dict[str, np.ndarray], matrix: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Apply a 2×3 affine to every map; outside the source the image is black and labels are background."""
-    w, h = size
-    out = {}
-    for key, value in example.items():
-        if key in _LABELS:
-            out[key] = cv2.warpAffine(
-                value, matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=-1
-            ).astype(np.int32)
-        elif key == "image":
-            out[key] = cv2.warpAffine(value, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        else:
-            out[key] = cv2.warpAffine(
-                value.astype(np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT
-            )
-    return out
-
-
 def letterbox(example: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Scale so the long side is `size`, then pad right/bottom to size x size (padding is background)."""
-    h, w = example["image"].shape[:2]
-    scale = size / max(h, w)
-    matrix = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]], np.float64)
-    return _warp(example, matrix, (size, size))
+    """Scale so the long side is `size`, then pad right/bottom to size x size: the one rule (`data.letterbox`)."""
+    return Letterbox.of(example["image"], size).example_to_network(example)
 
 
 def rotate(example: dict[str, np.ndarray], degrees: float) -> dict[str, np.ndarray]:
     """Rotate about the image centre (in-plane camera roll)."""
     h, w = example["image"].shape[:2]
     matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, 1.0)
-    return _warp(example, matrix, (w, h))
+    return warp(example, matrix, (w, h))
 
 
 def upper_body_crop(example: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -85,7 +64,7 @@ def upper_body_crop(example: dict[str, np.ndarray], rng: np.random.Generator) ->
     scale = min(h, w) / side
     # Map the square crop centred at (cx, cy) with `side` pixels onto the whole output image.
     matrix = np.array([[scale, 0.0, w / 2.0 - scale * cx], [0.0, scale, h / 2.0 - scale * cy]], np.float64)
-    return _warp(example, matrix, (w, h))
+    return warp(example, matrix, (w, h))
 
 
 def colour_jitter(image: np.ndarray, hue: float, saturation: float, rng: np.random.Generator) -> np.ndarray:

@@ -6,9 +6,12 @@ Every problem is one `BodymapError` naming the file, the annotation id and the f
 
 The file is read into flat arrays so metrics and pseudo-GT can be vectorised over every point. Semantics follow
 detectron2's `DensePoseCocoEval`: only the `person` category counts; a GT without `dp_x` is ignored; a point's vertex
-is `dp_vertex` or, without it (or when `ref_model` names another template), `dp_I/U/V` through
-`template.iuv_to_vertex` (nearest (U, V) inside chart I); κ comes from `dp_I` (0.255 without it); the mask used for
-mask IoU is the union of `dp_masks` resized to the box, else `segmentation`, else empty.
+is `dp_vertex` (on the mesh `ref_model` names, which must be the template) or `dp_I/U/V` through
+`template.iuv_to_vertex`. Without `ref_model`, `dp_I/U/V` are DensePose's SMPL atlas coordinates (real DensePose-COCO
+and PoseTrack), read only on a template built from SMPL + DensePose's UV data; with it they are on that template's
+own charts. Points on any other mesh or atlas are refused, never mapped to a guessed vertex. κ comes from `dp_I`
+(0.255 without it); the mask used for mask IoU is the union of `dp_masks` resized to the box, else `segmentation`,
+else empty.
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ class CocoGroundTruth:
     Annotations, image by image in file order: gt_start [I + 1] (image i owns gt_start[i]:gt_start[i+1]);
     ann_ids [G] int64, boxes [G, 4] float64 (x, y, w, h), areas [G] float64, iscrowd [G] bool,
     ignore [G] bool (no dp_x), rles: G image-level RLEs for mask IoU.
+    ignore_regions: per image, the RLE of DensePose-PoseTrack's `ignore_regions_x/y` polygons (people nobody
+    annotated: neither person nor background), or None.
     Points: pt_start [G + 1]; dp_x, dp_y [P] float64 on the 0..255 box grid; vertex [P] int32 (-1: chart missing on
     the template); kappa [P] float64; chart [P] uint8 (dp_I, else the template chart of the vertex).
     """
@@ -140,6 +145,7 @@ class CocoGroundTruth:
     kappa: np.ndarray
     chart: np.ndarray
     index_of: dict[int, int] = field(default_factory=dict)
+    ignore_regions: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def num_images(self) -> int:
@@ -210,6 +216,84 @@ def _check_mask_fields(path: Path, record: str, ann: dict[str, Any], height: int
             raise input_error(path, record, "segmentation", f"not decodable polygons or RLE ({exc})") from None
 
 
+def _check_atlas(
+    path: Path, record: str, ann: dict[str, Any], template: BodyTemplate, use_vertex: bool, has_iuv: bool
+) -> None:
+    """Refuse points whose surface coordinates are not on this template, rather than guess a vertex for them.
+
+    `ref_model` names the mesh the points are written on: `dp_vertex` indexes its vertices, `dp_I/U/V` are on its
+    atlas. No `ref_model` is DensePose-COCO's own convention: the points are on DensePose's SMPL atlas, which only a
+    template built from SMPL + DensePose's UV data has (on any other, the nearest (U, V) in chart I is an arbitrary
+    vertex of the right part).
+    """
+    ref = ann.get("ref_model")
+    if use_vertex:
+        if ref is None:
+            raise input_error(
+                path, record, "ref_model",
+                f"missing: dp_vertex needs ref_model naming the mesh it indexes (this template is {template.name!r})",
+            )  # fmt: skip
+        if ref != template.name:
+            raise input_error(
+                path, record, "ref_model",
+                f"dp_vertex indexes the vertices of {ref!r}, but the template is {template.name!r}; build the template "
+                f"from that mesh (template.source: densepose or mesh, with name {ref!r}), or give dp_I/dp_U/dp_V "
+                "without dp_vertex",
+            )  # fmt: skip
+    elif has_iuv and ref is None and not template.has_densepose_atlas:
+        raise input_error(
+            path, record, "dp_I/dp_U/dp_V",
+            f"no ref_model, so these are DensePose's SMPL atlas coordinates, but the template {template.name!r} "
+            f"(source {template.meta.get('source', 'unknown')!r}) has its own charts, not DensePose's atlas; build the "
+            "template from SMPL and DensePose's UV data (template.source: densepose, template.densepose.model: the "
+            "SMPL model file, template.densepose.uv_data: UV_Processed.mat)",
+        )  # fmt: skip
+    elif has_iuv and ref is not None and ref != template.name:
+        raise input_error(
+            path, record, "ref_model",
+            f"dp_I/dp_U/dp_V are on the atlas of {ref!r}, but the template is {template.name!r}; build the template "
+            f"from that mesh and its charts (name {ref!r}), or from SMPL + DensePose's UV data for DensePose-COCO",
+        )  # fmt: skip
+
+
+def _ignore_regions(path: Path, record: str, image: dict[str, Any]) -> dict[str, Any] | None:
+    """DensePose-PoseTrack's `ignore_regions_x` / `ignore_regions_y` (one list of x and one of y per polygon) as one
+    image-level RLE, or None when the image has none."""
+    xs, ys = image.get("ignore_regions_x"), image.get("ignore_regions_y")
+    if xs is None and ys is None:
+        return None
+    if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+        raise input_error(path, record, "ignore_regions_x", "expected ignore_regions_x and _y: equal-length lists")
+    polygons = []
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        px = _numbers(path, record, f"ignore_regions_x[{k}]", x)
+        py = _numbers(path, record, f"ignore_regions_y[{k}]", y, len(px))
+        if len(px) >= 3:  # a polygon; shorter entries (PoseTrack has a few empty ones) cover nothing
+            polygons.append(np.stack([px, py], axis=1).ravel().tolist())
+    if not polygons:
+        return None
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, image["height"], image["width"]))
+
+
+def video_frames(path: str | Path, data: dict[str, Any]) -> dict[int, tuple[Any, int, bool]]:
+    """(vid_id, frame_id, labelled) of every image of a DensePose-PoseTrack document, by image id.
+
+    One rule for every reader: `vid_id` and `frame_id` are required; `labelled` is `is_labeled` where the file has
+    it, else whether the image has an annotation with DensePose points (`dp_x`).
+    """
+    with_points = {a.get("image_id") for a in data.get("annotations", []) if isinstance(a, dict) and "dp_x" in a}
+    frames = {}
+    for index, image in enumerate(data["images"]):
+        for name in ("vid_id", "frame_id"):
+            if name not in image:
+                raise input_error(path, f"images[{index}]", name, "missing: a video set needs vid_id and frame_id")
+        if not isinstance(image["frame_id"], int) or isinstance(image["frame_id"], bool):
+            raise input_error(path, f"images[{index}]", "frame_id", f"expected an int, got {image['frame_id']!r}")
+        labelled = image.get("is_labeled", image["id"] in with_points)
+        frames[image["id"]] = (image["vid_id"], image["frame_id"], bool(labelled))
+    return frames
+
+
 def read_coco(path: str | Path, template: BodyTemplate, images_dir: str | Path | None = None) -> CocoGroundTruth:
     """Read and check a DensePose-COCO JSON; every problem is a BodymapError naming file, record and field.
 
@@ -269,7 +353,6 @@ def read_coco(path: str | Path, template: BodyTemplate, images_dir: str | Path |
 
     dp_x, dp_y, vertex, charts, counts = [], [], [], [], []
     iuv_rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-    warned_ref = False
     for g, ann in enumerate(anns):
         record = f"annotation id {ann['id']}"
         if "dp_x" not in ann:
@@ -293,19 +376,7 @@ def read_coco(path: str | Path, template: BodyTemplate, images_dir: str | Path |
                 raise input_error(path, record, "dp_I", "expected chart ids 1..24")
             chart = i_values.astype(np.uint8)
         use_vertex = "dp_vertex" in ann
-        if use_vertex and ann.get("ref_model", template.name) != template.name:
-            if not has_iuv:
-                raise input_error(
-                    path,
-                    record,
-                    "ref_model",
-                    f"dp_vertex is on {ann['ref_model']!r}, not the evaluation template {template.name!r}, and there "
-                    "is no dp_I/dp_U/dp_V to convert instead",
-                )
-            if not warned_ref:
-                log.warning("%s: dp_vertex is on %r, using dp_I/U/V instead", path, ann["ref_model"])
-                warned_ref = True
-            use_vertex = False
+        _check_atlas(path, record, ann, template, use_vertex, has_iuv)
         if use_vertex:
             v = _numbers(path, record, "dp_vertex", ann["dp_vertex"], n)
             if n and (np.any(v != np.round(v)) or v.min() < 0 or v.max() >= template.num_vertices):
@@ -364,4 +435,5 @@ def read_coco(path: str | Path, template: BodyTemplate, images_dir: str | Path |
         kappa=kappa,
         chart=chart_all.astype(np.uint8),
         index_of=index_of,
+        ignore_regions=[_ignore_regions(path, f"image id {i}", images[i]) for i in order],
     )

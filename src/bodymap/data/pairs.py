@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bodymap.data.coco import video_frames
 from bodymap.data.images import image_key
 from bodymap.data.rendered import load_cse
 from bodymap.io import read_image
@@ -37,10 +38,13 @@ class FramePairs:
         method: str = "dis",
         max_fb_error_px: float = 5.0,
     ) -> None:
-        images = json.loads((Path(root) / "annotations.json").read_text())["images"]
+        path = Path(root) / "annotations.json"
+        data = json.loads(path.read_text())
+        frame_of = video_frames(path, data)
         frames: dict[object, dict[int, str]] = {}
-        for image in images:
-            frames.setdefault(image.get("vid_id"), {})[int(image.get("frame_id", 0))] = image["file_name"]
+        for image in data["images"]:
+            vid, frame, _ = frame_of[image["id"]]
+            frames.setdefault(vid, {})[frame] = image["file_name"]
         self.root, self.cse_dir = Path(root), Path(cse_dir)
         self.pairs = [
             (seq[f], seq[f + k]) for seq in frames.values() for f in sorted(seq) for k in range(1, window + 1) if f + k in seq

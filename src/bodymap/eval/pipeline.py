@@ -115,7 +115,7 @@ def evaluate_pipeline(
     sets = pipeline_sets(render, params.pseudo_gt)
     predictions = out / "predictions" / "bodymap"
     if workers <= 1:
-        predict_report_sets(template_dir, sets, cse, checkpoint, predictions, "auto")
+        predict_report_sets(template_dir, sets, cse, checkpoint, predictions, params.render.image_size)
     else:
         import shutil
         import tempfile
@@ -124,7 +124,8 @@ def evaluate_pipeline(
         scratch = Path(tempfile.mkdtemp(prefix=".shards.", dir=predictions))
         try:
             shard_dirs = [scratch / f"shard-{k}" for k in range(workers)]
-            jobs = [(template_dir, sets, cse, checkpoint, d, "auto", k, workers) for k, d in enumerate(shard_dirs)]
+            common = (template_dir, sets, cse, checkpoint)
+            jobs = [(*common, d, params.render.image_size, "auto", k, workers) for k, d in enumerate(shard_dirs)]
             run_shards(predict_report_sets, jobs, workers)
             merge_shards(shard_dirs, predictions, "predictions")
         finally:
@@ -138,13 +139,15 @@ def predict_report_sets(
     cse: Path,
     checkpoint: Path,
     predictions: Path,
+    size: int,
     device: str = "auto",
     shard: int = 0,
     num_shards: int = 1,
     batch_size: int = 8,
 ) -> dict[str, int]:
     """BodyMap's dense predictions of the report sets that exist, into `predictions/<set>/`; with `num_shards` > 1
-    only shard `shard` of each set's batches, with a `shard.json` (`bodymap.shards`). Returns set -> images."""
+    only shard `shard` of each set's batches, with a `shard.json` (`bodymap.shards`). Photos are letterboxed to
+    `size`, the training resolution (`bodymap.data.letterbox`). Returns set -> images."""
     from bodymap.predict import load_bodymap, predict_images
     from bodymap.shards import shard_batches, write_shard_record
     from bodymap.train.distributed import select_device
@@ -160,7 +163,7 @@ def predict_report_sets(
             continue
         images = image_set.images()
         mine = shard_batches(images, shard, num_shards, batch_size)
-        predict_images(model, template, mine, cse / set_name, predictions / set_name, dev, batch_size)
+        predict_images(model, template, mine, cse / set_name, predictions / set_name, dev, batch_size, size)
         counts[set_name] = len(images)
     if num_shards > 1:
         write_shard_record(

@@ -167,8 +167,9 @@ def main(args: argparse.Namespace, params: Params) -> int:
             sets = pipeline_sets(args.render, params.pseudo_gt)
             with torch_threads(params.evaluate.threads):
                 predict_report_sets(
-                    args.template, sets, args.cse, args.model, args.out, shard=args.shard, num_shards=args.num_shards
-                )
+                    args.template, sets, args.cse, args.model, args.out, params.render.image_size,
+                    shard=args.shard, num_shards=args.num_shards,
+                )  # fmt: skip
             return 0
         tracker = Tracker()
         inputs = [args.template, args.render, args.cse, args.model.parent]

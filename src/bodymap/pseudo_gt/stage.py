@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 
 from bodymap.cli import add_stage_inputs
 from bodymap.config import Params, PseudoGtParams
-from bodymap.data.coco import CocoGroundTruth, read_coco
+from bodymap.data.coco import CocoGroundTruth, read_coco, video_frames
 from bodymap.data.images import image_key
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.densepose import PART_GROUPS
@@ -96,7 +96,9 @@ def build_coco_pseudo_gt(
         sparse = np.full((h, w), -1, np.int32)
         sparse_fill = np.full((h, w), -1, np.int32)
         mask = np.zeros((h, w), bool)
-        unknown = np.zeros((h, w), bool)  # crowds and ignored people: neither person nor background
+        unknown = np.zeros((h, w), bool)  # crowds, ignored people, ignore regions: neither person nor background
+        if coco.ignore_regions and coco.ignore_regions[i] is not None:
+            unknown |= mask_utils.decode(coco.ignore_regions[i]).astype(bool)
         for g in range(coco.gt_start[i], coco.gt_start[i + 1]):
             if coco.ignore[g] or coco.iscrowd[g]:
                 unknown |= mask_utils.decode(coco.rles[g]).astype(bool)
@@ -177,27 +179,26 @@ def propagate_video(
     """Move every labelled frame's points to frames within ±window along estimated flow; score them on the truth."""
     ann_path = video / "annotations.json"
     coco = read_coco(ann_path, template)
-    raw = json.loads(ann_path.read_text())
-    meta = {im["id"]: im for im in raw["images"]}
+    frame_of = video_frames(ann_path, json.loads(ann_path.read_text()))
     by_video: dict[Any, dict[int, int]] = {}
     for i, image_id in enumerate(coco.image_ids.tolist()):
-        im = meta[image_id]
-        by_video.setdefault(im.get("vid_id"), {})[int(im.get("frame_id", i))] = i
+        vid, frame, _ = frame_of[image_id]
+        by_video.setdefault(vid, {})[frame] = i
     labels: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     errors, proposed, kept = [], 0, 0
-    labelled = [i for i in range(coco.num_images) if meta[int(coco.image_ids[i])].get("is_labeled", True)]
+    labelled = [i for i in range(coco.num_images) if frame_of[int(coco.image_ids[i])][2]]
     for i in progress(labelled, "flow propagation", logger=log):
         people = [_person_points(coco, g) for g in range(coco.gt_start[i], coco.gt_start[i + 1]) if not coco.ignore[g]]
         people = [pp for pp in people if len(pp[1])]
         if not people:
             continue
         labels.setdefault(i, []).extend(people)
-        im = meta[int(coco.image_ids[i])]
-        frames = by_video[im.get("vid_id")]
+        vid, frame, _ = frame_of[int(coco.image_ids[i])]
+        frames = by_video[vid]
         source = read_image(video / coco.file_names[i])
         for offset in [o for k in range(1, p.flow.window + 1) for o in (k, -k)]:
-            j = frames.get(int(im.get("frame_id", 0)) + offset)
-            if j is None or meta[int(coco.image_ids[j])].get("is_labeled", False):
+            j = frames.get(frame + offset)
+            if j is None or frame_of[int(coco.image_ids[j])][2]:  # labelled frames keep their own labels only
                 continue
             target = read_image(video / coco.file_names[j])
             forward = estimate_flow(source, target, p.flow.method)

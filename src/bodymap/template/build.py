@@ -111,6 +111,117 @@ def build_from_mesh(
     return _finish(vertices, faces, chart, symmetry, lbo_k, meta, uv=uv)
 
 
+def read_body_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices [V, 3] float32 (metres, body frame) and faces [F, 3] int32 of a body mesh file.
+
+    An SMPL model file (`.pkl` or `.npz` with `v_template` and `f`: the rest-pose mean shape, SMPL's own frame is
+    already x = left, y = up, z = forward), an `.npz` with `vertices` and `faces`, or any mesh potpourri3d reads
+    (OBJ, PLY, OFF, STL).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BodymapError(f"{path}: mesh file not found")
+    if path.suffix in (".pkl", ".npz"):
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    model = {k: data[k] for k in data.files}
+            else:
+                import pickle
+
+                with path.open("rb") as f:
+                    model = pickle.load(f, encoding="latin1")  # SMPL's own model files are Python 2 pickles
+        except ModuleNotFoundError as exc:  # SMPL's original .pkl holds chumpy arrays
+            raise BodymapError(
+                f"{path}: this SMPL file needs the {exc.name!r} package to unpickle; convert it to an .npz with "
+                "'v_template' and 'f' (or export an .obj of the mean shape) and point template.densepose.model at it"
+            ) from None
+        except Exception as exc:  # numpy/pickle raise many types for broken files
+            raise BodymapError(f"{path}: cannot read the model file ({exc})") from None
+        keys = ("v_template", "f") if "v_template" in model else ("vertices", "faces")
+        for key in keys:
+            if key not in model:
+                raise BodymapError(f"{path}: field '{key}': missing; expected SMPL's v_template and f")
+        vertices, faces = np.asarray(model[keys[0]], np.float64), np.asarray(model[keys[1]])
+    else:
+        import potpourri3d as pp3d
+
+        try:
+            vertices, faces = pp3d.read_mesh(str(path))
+        except Exception as exc:  # potpourri3d raises RuntimeError with its own text
+            raise BodymapError(f"{path}: cannot read mesh ({exc})") from None
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        shapes = f"{vertices.shape}, {faces.shape}"
+        raise BodymapError(f"{path}: expected [V, 3] vertices and [F, 3] triangles, got {shapes}")
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise BodymapError(f"{path}: faces index vertices outside 0..{len(vertices) - 1}")
+    return vertices.astype(np.float32), faces.astype(np.int32)
+
+
+def build_from_densepose(
+    model_path: str | Path,
+    uv_path: str | Path,
+    name: str = "smpl",
+    lbo_k: int = 64,
+    symmetry_path: str | Path | None = None,
+) -> BodyTemplate:
+    """A template whose charts are DensePose's atlas: the SMPL mesh plus DensePose's `UV_Processed.mat`.
+
+    Each mesh vertex takes the chart and (U, V) of its first atlas copy (seam vertices have one per chart); the
+    atlas itself is kept, so (I, U, V) -> vertex follows DensePose's rule (`bodymap.template.atlas`). Vertices the
+    atlas never references (none on SMPL) take the chart of the nearest referenced vertex; their number is recorded.
+    Symmetry comes from `symmetry_path` ([V] int mirror map, .npy) or the mesh's own x -> -x mirror within 1 mm.
+    """
+    from scipy.spatial import cKDTree
+
+    from bodymap.template.atlas import atlas_vertex_chart, read_uv_processed
+
+    vertices, faces = read_body_mesh(model_path)
+    atlas = read_uv_processed(uv_path, len(vertices))
+    atlas_chart = atlas_vertex_chart(atlas)
+    first = np.full(len(vertices), -1, np.int64)
+    used = np.flatnonzero(atlas_chart > 0)
+    first[atlas.vertex[used[::-1]]] = used[::-1]  # reversed: the lowest atlas index is written last
+    referenced = first >= 0
+    if not referenced.any():
+        raise BodymapError(f"{uv_path}: the atlas has no face, so no vertex of {model_path} gets a chart")
+    _, nearest = cKDTree(vertices[referenced]).query(vertices[~referenced])
+    first[~referenced] = first[referenced][nearest]
+    chart = atlas_chart[first]
+    uv = atlas.uv[first].astype(np.float32)
+    if symmetry_path is not None:
+        try:
+            symmetry = np.load(symmetry_path).astype(np.int32)
+        except (OSError, ValueError) as exc:
+            raise BodymapError(f"{symmetry_path}: cannot read the symmetry map ({exc})") from None
+        n = len(vertices)
+        valid = symmetry.shape == (n,) and symmetry.min() >= 0 and symmetry.max() < n
+        if not valid or np.any(symmetry[symmetry] != np.arange(n)):
+            raise BodymapError(f"{symmetry_path}: expected a [{n}] int mirror map that is its own inverse")
+    else:
+        try:
+            symmetry = symmetry_map(vertices, tol=1e-3)
+        except ValueError as exc:
+            raise BodymapError(f"{model_path}: {exc}; set template.densepose.symmetry to a [V] mirror map") from None
+    meta = {
+        "name": name,
+        "source": "densepose",
+        "atlas": "densepose",
+        "mesh": str(model_path),
+        "uv_data": str(uv_path),
+        "uv_method": "DensePose's atlas (UV_Processed.mat): (I, U, V) -> containing UV triangle -> nearest corner",
+        "atlas_faces": len(atlas.faces),
+        "atlas_vertices": len(atlas.uv),
+        "atlas_unreferenced_vertices": int((~referenced).sum()),
+    }
+    template = _finish(vertices, faces, chart, symmetry, lbo_k, meta, uv=uv)
+    template.atlas_faces, template.atlas_face_chart = atlas.faces, atlas.face_chart
+    template.atlas_uv, template.atlas_vertex = atlas.uv, atlas.vertex
+    if (~referenced).any():
+        log.warning("%s: %d mesh vertices are in no atlas face", uv_path, int((~referenced).sum()))
+    return template
+
+
 def _finish(
     vertices: np.ndarray,
     faces: np.ndarray,

@@ -17,6 +17,8 @@ from scipy.spatial import cKDTree
 
 from bodymap.errors import BodymapError
 from bodymap.io import save_npz, write_json
+from bodymap.template.atlas import Atlas
+from bodymap.template.atlas import iuv_to_vertex as atlas_iuv_to_vertex
 from bodymap.template.geodesic import Geodesics
 
 _ARRAYS = (
@@ -35,6 +37,8 @@ _ARRAYS = (
     "skin_weights",
     "skin_bones",
 )
+# DensePose's atlas (bodymap.template.atlas), present only on templates built from SMPL + DensePose's UV data.
+_ATLAS_ARRAYS = ("atlas_faces", "atlas_face_chart", "atlas_uv", "atlas_vertex")
 
 
 @dataclass
@@ -52,6 +56,9 @@ class BodyTemplate:
         template_to_full: [V] int32 index of each template vertex in the posable body mesh (Anny), or empty.
         keypoint_weights: [K, N] float32 keypoint regression over the posable mesh, or empty.
         skin_weights, skin_bones: [V, S] float32 / int32 skinning of the template vertices, or empty.
+        atlas_faces [Fa, 3] int32, atlas_face_chart [Fa] uint8, atlas_uv [A, 2] float64, atlas_vertex [A] int32:
+            DensePose's chart atlas when the template was built from SMPL + `UV_Processed.mat`, else empty. With it,
+            (I, U, V) follows DensePose's rule and real DensePose-COCO points (no `ref_model`) are read.
         meta: name, source, bone labels, keypoint names, body-model configuration and build figures.
     """
 
@@ -69,6 +76,10 @@ class BodyTemplate:
     keypoint_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     skin_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     skin_bones: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
+    atlas_faces: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
+    atlas_face_chart: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    atlas_uv: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float64))
+    atlas_vertex: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     meta: dict[str, Any] = field(default_factory=dict)
     directory: Path | None = None
     _geodesics: Geodesics | None = field(default=None, repr=False)
@@ -120,6 +131,17 @@ class BodyTemplate:
         return idx.astype(np.int32).reshape(rgb.shape[:-1])
 
     # --------------------------------------------------------------------------------------------- charts
+    @property
+    def has_densepose_atlas(self) -> bool:
+        """Whether (I, U, V) here are DensePose's SMPL atlas coordinates (the template came from SMPL + UV data)."""
+        return len(self.atlas_faces) > 0
+
+    @cached_property
+    def atlas(self) -> Atlas:
+        if not self.has_densepose_atlas:
+            raise BodymapError(f"template {self.name!r} has no DensePose atlas (not built from DensePose UV data)")
+        return Atlas(self.atlas_faces, self.atlas_face_chart, self.atlas_uv, self.atlas_vertex)
+
     @cached_property
     def _uv_trees(self) -> dict[int, tuple[np.ndarray, cKDTree]]:
         trees = {}
@@ -129,13 +151,20 @@ class BodyTemplate:
         return trees
 
     def iuv_to_vertex(self, chart: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Template vertex nearest to (U, V) inside chart I, for DensePose IUV annotations.
+        """Template vertex of each (I, U, V) point on this template's own atlas.
+
+        On a template built from DensePose's UV data: DensePose's rule (the point in the chart-I UV triangle that
+        holds it, then the nearest corner; `bodymap.template.atlas`). Otherwise the charts are the template's own
+        per-vertex parameterisation and the answer is the vertex nearest in (U, V) inside chart I, which is only
+        meaningful for points written on that parameterisation (`ref_model` = this template's name).
 
         Args:
             chart: [N] int chart ids 1..24; u, v: [N] float in [0, 1].
         Returns:
             [N] int32 vertex ids (-1 where the chart does not exist on this template).
         """
+        if self.has_densepose_atlas:
+            return atlas_iuv_to_vertex(self.atlas, self.vertices, chart, u, v)
         chart = np.asarray(chart).astype(np.int64).ravel()
         uv = np.stack([np.asarray(u, np.float64).ravel(), np.asarray(v, np.float64).ravel()], axis=1)
         out = np.full(len(chart), -1, np.int32)
@@ -153,6 +182,8 @@ class BodyTemplate:
         """Write template.npz and template.json into `directory` (geodesics are written by the builder)."""
         directory = Path(directory)
         arrays = {name: getattr(self, name) for name in _ARRAYS}
+        if self.has_densepose_atlas:
+            arrays.update({name: getattr(self, name) for name in _ATLAS_ARRAYS})
         save_npz(directory / "template.npz", **arrays)
         write_json(directory / "template.json", self.meta)
 
@@ -168,6 +199,7 @@ class BodyTemplate:
             if missing:
                 raise BodymapError(f"{npz}: missing arrays {missing}; rebuild the template")
             arrays = {n: data[n] for n in _ARRAYS}
+            arrays.update({n: data[n] for n in _ATLAS_ARRAYS if n in data})
         return cls(**arrays, meta=json.loads(meta.read_text()) if meta.exists() else {}, directory=directory)
 
     def summary(self) -> dict[str, Any]:
@@ -181,4 +213,4 @@ class BodyTemplate:
         }
 
 
-assert set(_ARRAYS) <= {f.name for f in fields(BodyTemplate)}
+assert set(_ARRAYS + _ATLAS_ARRAYS) <= {f.name for f in fields(BodyTemplate)}

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from bodymap.config import Params, TemplateParams
+from bodymap.errors import BodymapError
 from bodymap.io import atomic_dir, save_npz, write_json, write_run_info
-from bodymap.template.build import build_from_anny, build_from_mesh
+from bodymap.template.build import build_from_anny, build_from_densepose, build_from_mesh
 from bodymap.template.geodesic import Geodesics, build_dense, build_landmarks
 from bodymap.template.mesh import BodyTemplate
 from bodymap.template.pictures import save_pictures
@@ -122,10 +123,16 @@ def build_template(p: TemplateParams, out: Path) -> dict[str, float]:
     start = time.monotonic()
     if p.source == "anny":
         template = build_from_anny(p.anny_topology, p.shape.model_dump(), p.lbo_k)
+    elif p.source == "densepose":
+        d = p.densepose
+        if d.model is None or d.uv_data is None:
+            raise BodymapError(
+                "template.densepose.model and template.densepose.uv_data must be set when template.source is "
+                "'densepose' (the SMPL model file and DensePose's UV_Processed.mat)"
+            )
+        template = build_from_densepose(d.model, d.uv_data, d.name, p.lbo_k, d.symmetry)
     else:
         if p.mesh.path is None or p.mesh.charts is None:
-            from bodymap.errors import BodymapError
-
             raise BodymapError("template.mesh.path and template.mesh.charts must be set when template.source is 'mesh'")
         template = build_from_mesh(p.mesh.path, p.mesh.charts, p.mesh.name, p.lbo_k)
     log.info("template %s: %s", template.name, template.summary())

@@ -146,7 +146,8 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         if setup(p.train.device).is_main:
             # Validation only: fine-tuning must raise the COCO-format figures without costing the synthetic ones.
             held_out = [sets[name] for name in ("coco_val", "val") if sets[name].exists()]
-            metrics = evaluate_model(args.template, checkpoint, held_out, args.cse, args.out, params)
+            size = params.render.image_size  # photos letterboxed to the training resolution, as in training
+            metrics = evaluate_model(args.template, checkpoint, held_out, args.cse, args.out, params, size)
             metrics["train_seconds"] = round(seconds, 1)
             metrics["examples"] = 0 if p.mode == "none" else len(dataset)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

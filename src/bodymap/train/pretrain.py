@@ -81,10 +81,17 @@ def train_bodymap(
 
 
 def evaluate_model(
-    template_dir: Path, checkpoint: Path, image_sets: list[ImageSet], cse: Path, out: Path, params: Params
+    template_dir: Path,
+    checkpoint: Path,
+    image_sets: list[ImageSet],
+    cse: Path,
+    out: Path,
+    params: Params,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """Predict pipeline sets with a checkpoint and score them (`bodymap.eval.pipeline.specs_for`, metric keys
-    `bodymap/<set>/...`); flat metrics. `cse`: the cse_init outputs (one folder per set)."""
+    `bodymap/<set>/...`); flat metrics. `cse`: the cse_init outputs (one folder per set). `size`: the training
+    resolution photos are letterboxed to (None: each image's own, for renders already at it)."""
     from bodymap.eval.pipeline import specs_for
     from bodymap.eval.stage import run_evaluation
 
@@ -94,7 +101,7 @@ def evaluate_model(
     specs = []
     for image_set in image_sets:
         predictions = out / "predictions" / image_set.name
-        predict_images(model, template, image_set.images(), cse / image_set.name, predictions, device)
+        predict_images(model, template, image_set.images(), cse / image_set.name, predictions, device, size=size)
         specs += specs_for("bodymap", image_set, predictions, image_set.name)
     return run_evaluation(template, specs, params.evaluate, out / "evaluation")
 
@@ -116,6 +123,7 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         if setup(p.train.device).is_main:
             sets = pipeline_sets(args.render, params.pseudo_gt)
             held_out = [sets[name] for name in ("val", "test") if sets[name].exists()]
+            # rendered sets only, already at the resolution pretraining trains on: no size, the letterbox is scale 1
             metrics = evaluate_model(args.template, result.checkpoint, held_out, args.cse, args.out, params)
             metrics["train_seconds"] = round(result.seconds, 1)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
