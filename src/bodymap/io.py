@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bodymap import __version__
+from bodymap.errors import BodymapError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -131,7 +134,6 @@ def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int | None = No
 
 def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file; raise BodymapError naming the file (and `what` it holds) when unreadable or not JSON."""
-    from bodymap.errors import BodymapError
 
     try:
         return json.loads(Path(path).read_text())
@@ -144,8 +146,6 @@ def read_json(path: str | Path, what: str) -> Any:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3]; raise BodymapError naming the file when it is unreadable."""
     import cv2
-
-    from bodymap.errors import BodymapError
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -182,7 +182,6 @@ def write_run_info(out_dir: str | Path, stage: str, params: dict[str, Any], **ex
 
     No timestamp, so identical runs write identical files.
     """
-    from bodymap import __version__
 
     record = {"stage": stage, "git_commit": git_commit(), "bodymap_version": __version__, "params": params, **extra}
     path = Path(out_dir) / "run.yaml"

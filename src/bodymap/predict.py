@@ -28,6 +28,7 @@ from bodymap.models.inputs import cse_input
 from bodymap.models.registry import create_model
 from bodymap.registry.packaging import BodyMapPipeline, vertices_from_output
 from bodymap.template import BodyTemplate
+from bodymap.tracking import prepare_store
 from bodymap.train.checkpoint import load_checkpoint
 from bodymap.train.distributed import select_device
 
@@ -206,8 +207,6 @@ def load_predictor(
     dev = select_device(device)
     if "://" in model or model.startswith("models:/"):
         import mlflow
-
-        from bodymap.tracking import prepare_store
 
         prepare_store()
         local = Path(mlflow.artifacts.download_artifacts(model))

@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.spatial import cKDTree
 
-from bodymap.cli import add_stage_inputs
+from bodymap.cli_options import add_stage_inputs
 from bodymap.config import Params, PseudoGtParams
 from bodymap.data.coco import CocoGroundTruth, read_coco, video_frames
 from bodymap.data.images import image_key

@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 
-from bodymap.cli import add_stage_inputs, add_training_options
+from bodymap.cli_options import add_stage_inputs, add_training_options
 from bodymap.config import FinetuneParams, Params
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.pairs import FramePairs, WithPairs
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.determinism import torch_threads
+from bodymap.eval.pipeline import evaluate_checkpoint
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.equivariance import equivariance_loss, random_affine_flow
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
@@ -33,7 +34,6 @@ from bodymap.tracking import Tracker
 from bodymap.train.checkpoint import LAST, load_checkpoint
 from bodymap.train.distributed import select_device, setup, teardown
 from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train, write_history
-from bodymap.train.pretrain import evaluate_model
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,9 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
             # Validation only: fine-tuning must raise the COCO-format figures without costing the synthetic ones.
             held_out = [sets[name] for name in ("coco_val", "val") if sets[name].exists()]
             size = params.render.image_size  # photos letterboxed to the training resolution, as in training
-            metrics = evaluate_model(args.template, checkpoint, held_out, args.cse, args.out, params, size)
+            metrics = evaluate_checkpoint(
+                args.template, checkpoint, held_out, args.cse, args.out, params.evaluate, p.train.device, size
+            )
             metrics["train_seconds"] = round(seconds, 1)
             metrics["examples"] = 0 if p.mode == "none" else len(dataset)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
