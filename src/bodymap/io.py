@@ -153,6 +153,16 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def read_cse(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The one reader of a CSE output npz (docs/formats.md): vertex [H, W] int32 (-1 background) and score [H, W]
+    float32 foreground probability."""
+    try:
+        with np.load(path) as data:
+            return data["vertex"].astype(np.int32), data["score"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BodymapError(f"{path}: CSE output missing or unreadable ({exc}); run cse_init on this set") from None
+
+
 def git_commit(cwd: str | Path | None = None) -> str:
     """The current git commit (with a `-dirty` suffix when tracked files changed), or 'unknown' outside a repo.
 
