@@ -3,7 +3,7 @@
 mode `none` keeps the pretrained weights; `sparse` trains on the annotated points only (plus silhouettes); `dense`
 trains on the pseudo-GT maps weighted by their confidence. `use_flow_labels` adds video frames labelled by
 Slim DensePose's flow propagation, and `equivariance.weight` > 0 adds the equivariance loss, on video frame pairs
-with estimated flow (`flow`) or on synthetic warps (`tps`: a random similarity warp of the batch), Slim
+with estimated flow (`flow`) or on synthetic warps (`tps`: a random thin-plate-spline warp of the batch), Slim
 DensePose's comparison. Scored on the held-out set.
 """
 
@@ -15,8 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bodymap.cli_options import add_stage_inputs, add_training_options
 from bodymap.config import FinetuneParams, Params
 from bodymap.data.augment import AugmentConfig
@@ -26,7 +24,7 @@ from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.determinism import torch_threads
 from bodymap.eval.pipeline import evaluate_checkpoint
 from bodymap.io import write_json, write_run_info
-from bodymap.losses.equivariance import equivariance_loss, random_affine_flow
+from bodymap.losses.equivariance import equivariance_loss, synthetic_warp_loss
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
 from bodymap.models.registry import create_model
 from bodymap.template import BodyTemplate
@@ -61,7 +59,7 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
 
     warp 'flow': features of video frame t must match those of frame t + k moved back along the estimated flow
     (the batch carries a frame pair, `bodymap.data.pairs`). warp 'tps': the synthetic baseline, a random
-    similarity warp of the batch's own images with its exact flow.
+    thin-plate-spline warp of the batch's own images (`random_tps_warp`) with its exact flow, in-frame pixels only.
     """
     weights = LossWeights.from_params(p.losses)
     eq = p.equivariance
@@ -75,17 +73,12 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
                 features_b = model(batch["pair_image_b"], batch["pair_cse_b"]).color_features
                 term = equivariance_loss(features_a, features_b, batch["pair_flow"], batch["pair_valid"])
             else:
-                b, _, h, w = batch["image"].shape
-                theta, flow = random_affine_flow(b, h, w, generator)
-                grid = torch.nn.functional.affine_grid(theta, (b, 1, h, w), align_corners=True).to(
-                    batch["image"].device
-                )
-                warp = lambda x: torch.nn.functional.grid_sample(x, grid, align_corners=True)  # noqa: E731
-                warped = model(warp(batch["image"]), warp(batch["cse"]) if "cse" in batch else None)
-                valid = torch.ones(b, h, w, device=flow.device)
-                device = outputs.color_features.device
-                term = equivariance_loss(
-                    outputs.color_features, warped.color_features, flow.to(device), valid.to(device)
+                term = synthetic_warp_loss(
+                    lambda image, cse: model(image, cse).color_features,
+                    batch["image"],
+                    batch.get("cse"),
+                    outputs.color_features,
+                    generator,
                 )
             total = total + eq.weight * term
             terms["equivariance"] = float(term.detach())
