@@ -26,6 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FOUNDATIONS = {
     "bodymap",
     "bodymap.cli_options",
+    "bodymap.cluster_schema",
     "bodymap.config",
     "bodymap.densepose",
     "bodymap.determinism",
@@ -34,6 +35,7 @@ FOUNDATIONS = {
     "bodymap.log",
     "bodymap.raycast",
     "bodymap.remote",
+    "bodymap.schema",
     "bodymap.shards",
     "bodymap.storage",
     "bodymap.tracking",
