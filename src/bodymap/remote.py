@@ -48,7 +48,6 @@ def staged_paths(argv: list[str]) -> Iterator[list[str]]:
     if not any(arg.startswith("s3://") for arg in argv):
         yield argv
         return
-
     storage = Storage()
     root = Path(tempfile.mkdtemp(prefix="bodymap-s3-"))
     local_argv, outputs = [], []

@@ -151,7 +151,6 @@ class Tracker:
         config as an artifact, and tag it with the git commit and the DVC hashes of `inputs`."""
         if not self.enabled:
             return
-
         tags = {"stage": name, "git_commit": git_commit(), **dvc_hashes(inputs or []), **dict(tags or {})}
         mlflow = self.mlflow
         experiment = with_retry(mlflow.set_experiment, self.experiment)

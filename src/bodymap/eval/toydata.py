@@ -46,7 +46,6 @@ class ToyPeople:
 
     @cached_property
     def views(self) -> dict[str, np.ndarray]:
-
         out = {}
         for name, back in (("front", False), ("back", True)):
             vertex, _ = orthographic_view(self.template, self.resolution, back=back)

@@ -110,7 +110,6 @@ class Renderer:
         backgrounds: Backgrounds | None = None,
         device: str = "auto",
     ) -> None:
-
         if template.meta.get("source") != "anny" or len(template.template_to_full) == 0:
             raise BodymapError(
                 f"{template.directory}: the renderer needs a template built from Anny (template.source: anny); "

@@ -194,7 +194,6 @@ def render_dataset(
     template = BodyTemplate.load(template_dir)
     if template.meta.get("source") != "anny" or len(template.template_to_full) == 0:
         raise BodymapError(f"{template_dir}: the renderer needs a template built from Anny (template.source: anny)")
-
     warp_device(settings.device)
     jobs = plan_jobs(settings, shard, num_shards)
     workers = max(1, min(settings.workers, len(jobs)))

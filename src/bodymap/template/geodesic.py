@@ -147,7 +147,6 @@ def _march_kernel():
     global _MARCH
     if _MARCH is not None:
         return _MARCH
-
     wp = warp()
 
     @wp.func

@@ -217,7 +217,6 @@ def _train(
     restart: bool,
     store: str | None,
 ) -> TrainResult:
-
     start_time = time.monotonic()
     out_dir = Path(out_dir)
     store = store if store is not None else checkpoint_store(out_dir)
