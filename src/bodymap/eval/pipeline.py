@@ -1,7 +1,7 @@
 """Evaluation as the pipeline composes it: predict with a checkpoint (`bodymap.predict`), then score
 (`bodymap.eval.run`). The final `evaluate` stage (BodyMap and the CSE baseline side by side on the synthetic test,
 held-out DensePose-COCO and video sets, with a comparison table and window-accuracy curves) and the training stages'
-own scoring (`evaluate_checkpoint`). Stage layer: it reads `Params` and imports `bodymap.predict`."""
+own scoring (`evaluate_checkpoint`). Stage layer (it imports `bodymap.predict`), with typed arguments throughout."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bodymap.config import EvaluateParams, Params
+from bodymap.config import EvaluateParams, PseudoGtParams
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.eval.floors import FLOORS, write_floor_predictions
 from bodymap.eval.run import EvalSpec, run_evaluation, specs_for
@@ -90,7 +90,14 @@ def window_curve_csv(metrics: dict[str, Any], models: list[str], sets: list[str]
 
 
 def evaluate_pipeline(
-    template_dir: Path, render: Path, cse: Path, checkpoint: Path, out: Path, params: Params
+    template_dir: Path,
+    render: Path,
+    cse: Path,
+    checkpoint: Path,
+    out: Path,
+    evaluate: EvaluateParams,
+    coco: PseudoGtParams,
+    image_size: int,
 ) -> dict[str, Any]:
     """Predict every report set with the fine-tuned model, score it, the CSE baseline and the floors drawn on its
     silhouettes, and write the report.
@@ -98,24 +105,25 @@ def evaluate_pipeline(
     Writes `out/predictions/<model>/<set>/` (BodyMap's dense predictions and the floors) and `out/report/`
     (metrics.json, report.md, window_accuracy.csv, per-set PR curves and pictures). Returns the flat metrics.
     The predictions are shared by `evaluate.workers` processes (`bodymap.shards`: the same files as one process).
+    `coco`: where the DensePose-COCO sets lie; `image_size`: the training resolution photos are letterboxed to.
     """
-    workers = params.evaluate.workers
-    sets = pipeline_sets(render, params.pseudo_gt)
+    workers = evaluate.workers
+    sets = pipeline_sets(render, coco)
     predictions = out / "predictions" / "bodymap"
     if workers <= 1:
-        predict_report_sets(template_dir, sets, cse, checkpoint, predictions, params.render.image_size)
+        predict_report_sets(template_dir, sets, cse, checkpoint, predictions, image_size)
     else:
         predictions.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".shards.", dir=predictions))
         try:
             shard_dirs = [scratch / f"shard-{k}" for k in range(workers)]
             common = (template_dir, sets, cse, checkpoint)
-            jobs = [(*common, d, params.render.image_size, "auto", k, workers) for k, d in enumerate(shard_dirs)]
+            jobs = [(*common, d, image_size, "auto", k, workers) for k, d in enumerate(shard_dirs)]
             run_shards(predict_report_sets, jobs, workers)
             merge_shards(shard_dirs, predictions, "predictions")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return score_pipeline(template_dir, render, cse, checkpoint, out, params)
+    return score_pipeline(template_dir, render, cse, checkpoint, out, evaluate, coco)
 
 
 def predict_report_sets(
@@ -154,12 +162,18 @@ def predict_report_sets(
 
 
 def score_pipeline(
-    template_dir: Path, render: Path, cse: Path, checkpoint: Path, out: Path, params: Params
+    template_dir: Path,
+    render: Path,
+    cse: Path,
+    checkpoint: Path,
+    out: Path,
+    evaluate: EvaluateParams,
+    coco: PseudoGtParams,
 ) -> dict[str, Any]:
     """Score BodyMap's predictions in `out/predictions/bodymap/<set>/` (`predict_report_sets`, or shards merged),
     the CSE baseline and the floors drawn on BodyMap's silhouettes; write `out/report/`. Returns the flat metrics."""
     template = BodyTemplate.load(template_dir)
-    sets = pipeline_sets(render, params.pseudo_gt)
+    sets = pipeline_sets(render, coco)
     predictions = out / "predictions"
     specs: list[EvalSpec] = []
     for set_name in REPORT_SETS:
@@ -173,13 +187,13 @@ def score_pipeline(
             write_floor_predictions(bodymap, predictions / floor / set_name, floor, template)
             specs += specs_for(floor, image_set, predictions / floor / set_name, set_name)
     report = out / "report"
-    metrics = run_evaluation(template, specs, params.evaluate, report, model=str(checkpoint))
+    metrics = run_evaluation(template, specs, evaluate, report, model=str(checkpoint))
     order = [name for s in REPORT_SETS for name in (s, f"{s}_dense")]
     names = sorted({s.name.split("/", 1)[1] for s in specs}, key=order.index)
     with atomic_path(report / "report.md") as tmp:
         tmp.write_text(report_markdown(metrics, list(MODELS), names))
     with atomic_path(report / "window_accuracy.csv") as tmp:
-        tmp.write_text(window_curve_csv(metrics, list(MODELS), names, sorted(params.evaluate.windows_px)))
+        tmp.write_text(window_curve_csv(metrics, list(MODELS), names, sorted(evaluate.windows_px)))
     return metrics
 
 

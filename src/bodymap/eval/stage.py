@@ -102,9 +102,14 @@ def main(args: argparse.Namespace, params: Params) -> int:
         ):
             if args.merge:
                 merge_shards(args.merge, args.out / "predictions" / "bodymap", "predictions")
-                flat = score_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+                flat = score_pipeline(
+                    args.template, args.render, args.cse, args.model, args.out, params.evaluate, params.pseudo_gt
+                )
             else:
-                flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+                flat = evaluate_pipeline(
+                    args.template, args.render, args.cse, args.model, args.out,
+                    params.evaluate, params.pseudo_gt, params.render.image_size,
+                )  # fmt: skip
             tracker.log_metrics({k: v for k, v in flat.items() if v is not None})
             tracker.log_artifact(args.out / "report")
         if args.plots is not None:
