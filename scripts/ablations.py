@@ -10,7 +10,7 @@ Tables (small scale: the default params, one change each):
   with Gaussian colour targets (3 cm) instead of the paper's one-hot ones.
 - BodyMap Tables 7-8, fine-tuning: none, sparse points, dense pseudo-GT (default).
 - Slim DensePose Table 6, video: no video labels (default), + flow-propagated labels, + equivariance on real video
-  motion (flow pairs), + equivariance on synthetic (TPS-like affine) warps.
+  motion (flow pairs), + equivariance on synthetic thin-plate-spline warps.
 The CSE baseline is a row of its own (from the default run). Run `make run` first so the baseline and the cached
 upstream stages exist. All experiments log to the project's mlflow.db (set MLFLOW_TRACKING_URI to share another).
 """

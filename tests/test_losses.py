@@ -12,7 +12,6 @@ from bodymap.losses import (
     LossWeights,
     TemplateTensors,
     chart_weight_table,
-    classification_loss,
     consistency_loss,
     geodesic_loss,
     pixel_classification_loss,
@@ -43,6 +42,14 @@ def _peaked(vertex: torch.Tensor, colors: torch.Tensor, scale: float = 30.0) -> 
     return BodyMapOutput(color_logits=logits.permute(0, 3, 4, 1, 2).contiguous(), silhouette=silhouette)
 
 
+def _classification(color_logits: torch.Tensor, vertex: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`pixel_classification_loss` at the weighted pixels of [B, 3, K, H, W] logits, gathered as `total_loss` does
+    (`BodyMapOutput.logits_at`); vertex [B, H, W] (-1 unlabelled) against the toy colour code."""
+    b, y, x = torch.nonzero(weight > 0, as_tuple=True)
+    outputs = BodyMapOutput(color_logits=color_logits, silhouette=torch.zeros(vertex.shape[0], 1, *vertex.shape[1:]))
+    return pixel_classification_loss(outputs.logits_at(b, y, x), COLORS[vertex[b, y, x]], weight[b, y, x])
+
+
 # ------------------------------------------------------------------------------------------------ classification
 def test_pixel_weights_follow_labels_charts_and_confidence() -> None:
     vertex = torch.tensor([[[0, -1, 1, 2]]])
@@ -58,9 +65,9 @@ def test_classification_is_minimal_at_gt_and_pushes_towards_it() -> None:
     vertex = torch.tensor([[[0, 1], [2, -1]]])  # (1, 2, 2)
     weight = pixel_weights(vertex, None, chart_weight_table(1.0, 1.0))
     gt = _peaked(vertex, COLORS).color_logits
-    assert classification_loss(gt, vertex, COLORS, weight) < 1e-6
+    assert _classification(gt, vertex, weight) < 1e-6
     logits = torch.zeros_like(gt, requires_grad=True)
-    loss = classification_loss(logits, vertex, COLORS, weight)
+    loss = _classification(logits, vertex, weight)
     assert loss.item() == pytest.approx(np.log(256), rel=1e-5)  # uniform over 256 values
     loss.backward()
     grad = logits.grad[0, :, :, 0, 0]  # (3, 256) at the pixel of vertex 0
@@ -75,7 +82,7 @@ def test_hand_pixels_weigh_hand_weight_times_more() -> None:
     chart = torch.tensor([[[1, 4]]])  # torso, left hand
     weight = pixel_weights(vertex, chart, chart_weight_table(hand_weight=2.5, head_weight=1.0))
     logits = torch.zeros(1, 3, 256, 1, 2, requires_grad=True)
-    classification_loss(logits, vertex, COLORS, weight).backward()
+    _classification(logits, vertex, weight).backward()
     ratio = logits.grad[..., 1].abs().sum() / logits.grad[..., 0].abs().sum()
     assert ratio.item() == pytest.approx(2.5, rel=1e-5)
 
@@ -83,7 +90,7 @@ def test_hand_pixels_weigh_hand_weight_times_more() -> None:
 def test_classification_without_labels_is_zero_and_differentiable() -> None:
     logits = torch.randn(1, 3, 256, 2, 2, requires_grad=True)
     vertex = torch.full((1, 2, 2), -1)
-    loss = classification_loss(logits, vertex, COLORS, pixel_weights(vertex, None, chart_weight_table(1, 1)))
+    loss = _classification(logits, vertex, pixel_weights(vertex, None, chart_weight_table(1, 1)))
     loss.backward()
     assert loss.item() == 0.0 and (logits.grad == 0).all()
 

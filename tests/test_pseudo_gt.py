@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from bodymap.losses.equivariance import equivariance_loss, random_affine_flow, warp_features
+from bodymap.losses.equivariance import (
+    equivariance_loss,
+    random_tps_warp,
+    synthetic_warp_loss,
+    tps_grid,
+    warp_features,
+)
 from bodymap.pseudo_gt.dense import dense_pseudo_gt, nearest_point_fill
 from bodymap.pseudo_gt.flow import estimate_flow, propagate_points
 
@@ -116,17 +122,66 @@ def test_equivariance_loss_is_zero_for_equivariant_features():
     assert equivariance_loss(feats, torch.randn_like(feats), flow, valid) > 0.5
 
 
-def test_affine_warp_flow_matches_the_warped_features():
+CONTROL = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 4), torch.linspace(-1, 1, 4), indexing="xy"), -1)
+CONTROL = CONTROL.reshape(-1, 2)  # 4 x 4 (x, y) control points: on pixels 0, 10, 20, 30 of a 31 x 31 grid
+
+
+def _pixel_grid(h: int, w: int) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return torch.stack([xs, ys], -1)
+
+
+def test_tps_interpolates_its_control_points_and_is_the_identity_without_displacement():
+    g = torch.Generator().manual_seed(0)
+    target = CONTROL + 0.1 * torch.randn(2, 16, 2, generator=g)
+    grid = tps_grid(CONTROL, target, 31, 31)  # (2, 31, 31, 2)
+    at_control = grid[:, 10 * torch.arange(4)][:, :, 10 * torch.arange(4)].reshape(2, 16, 2)  # rows y, columns x
+    assert torch.allclose(at_control, target, atol=1e-5)
+    assert torch.allclose(tps_grid(CONTROL, CONTROL[None], 31, 31)[0], _pixel_grid(31, 31), atol=1e-6)
+
+
+def test_tps_is_smooth_and_not_a_similarity_or_affine_map():
+    g = torch.Generator().manual_seed(1)
+    target = CONTROL + 0.1 * torch.randn(1, 16, 2, generator=g)
+    grid = tps_grid(CONTROL, target, 61, 61)[0].double()
+    # Smooth: on a grid twice as fine, first differences halve (no jumps) and second differences fall by about 4
+    # (bounded curvature; a kinked, piecewise-linear field's would only halve).
+    steps = []
+    for n in (61, 121):
+        d = tps_grid(CONTROL, target, n, n)[0].double() - _pixel_grid(n, n).double()
+        steps.append([(d[1:] - d[:-1]).abs().max(), (d[:, 2:] - 2 * d[:, 1:-1] + d[:, :-2]).abs().max()])
+    assert steps[1][0] < 0.55 * steps[0][0] and steps[1][1] < 0.35 * steps[0][1]
+    # Bent: the best affine fit of the map leaves a clear residual (a similarity or affine warp leaves none).
+    q = _pixel_grid(61, 61).reshape(-1, 2).double()
+    design = torch.cat([torch.ones(len(q), 1, dtype=q.dtype), q], 1)
+    fit = torch.linalg.lstsq(design, grid.reshape(-1, 2)).solution
+    assert (design @ fit - grid.reshape(-1, 2)).abs().max() > 0.02
+
+
+def test_tps_warp_flow_reads_the_warped_view_and_its_mask_keeps_in_frame_pixels_only():
     g = torch.Generator().manual_seed(3)
-    feats = F.avg_pool2d(torch.randn(1, 4, 48, 48), 5, stride=1, padding=2)  # smooth features
-    theta, flow = random_affine_flow(1, 48, 48, g)
-    warped_view = F.grid_sample(feats, F.affine_grid(theta, (1, 4, 48, 48), align_corners=True), align_corners=True)
-    back = warp_features(warped_view, flow)
-    inner = (slice(None), slice(None), slice(8, 40), slice(8, 40))
-    # Two bilinear resamplings blur a little; the right flow must undo the warp far better than no flow.
-    error = (back - feats)[inner].abs().mean()
-    unaligned = (warped_view - feats)[inner].abs().mean()
-    assert error < 0.25 * unaligned
+    grid, flow, valid = random_tps_warp(2, 40, 48, g, max_displacement=0.15)
+    inside = (grid[..., 0].abs() <= 1) & (grid[..., 1].abs() <= 1)
+    assert torch.equal(valid, inside) and 0 < valid.float().mean() < 1  # some pixels left the frame
+    feats = F.avg_pool2d(torch.randn(2, 4, 40, 48, generator=g), 5, stride=1, padding=2)
+    warped_view = F.grid_sample(feats, grid, align_corners=True)
+    assert torch.allclose(warp_features(feats, flow), warped_view, atol=1e-4)  # flow: warped view -> image
+    assert equivariance_loss(warped_view, feats, flow, valid) < 1e-4
+    ones = F.grid_sample(torch.ones(2, 1, 40, 48), grid, align_corners=True)[:, 0]
+    assert (ones[valid] > 0.999).all()  # every valid pixel shows a pixel of the image
+    _, no_flow, all_valid = random_tps_warp(1, 40, 48, g, max_displacement=0.0)
+    assert no_flow.abs().max() < 1e-4 and all_valid.all()
+
+
+def test_synthetic_warp_loss_vanishes_for_a_pointwise_network_and_not_for_a_blind_one():
+    g = torch.Generator().manual_seed(4)
+    image, cse = torch.rand(2, 3, 32, 40, generator=g), torch.rand(2, 4, 32, 40, generator=g)
+    net = torch.nn.Conv2d(7, 6, 1)  # per-pixel: commutes with any warp
+    features_of = lambda im, c: net(torch.cat([im, c], 1))  # noqa: E731
+    with torch.no_grad():
+        assert synthetic_warp_loss(features_of, image, cse, features_of(image, cse), g) < 1e-4
+        blind = lambda im, c: features_of(image, cse)  # noqa: E731 - ignores the warp
+        assert synthetic_warp_loss(blind, image, cse, features_of(image, cse), g) > 1e-3
 
 
 def test_frame_pairs_carry_estimated_flow_and_validity(template, rendered, tmp_path):

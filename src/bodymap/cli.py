@@ -10,9 +10,8 @@ import argparse
 import importlib
 import logging
 import sys
-from pathlib import Path
 
-from bodymap.config import Params, load_params
+from bodymap.cli_options import common_options, resolve_params
 from bodymap.determinism import pin_cpu_kernels
 from bodymap.errors import BodymapError
 from bodymap.log import setup_logging
@@ -37,50 +36,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-# Pipeline paths several stage commands read, with one help text each (`add_stage_inputs`).
-STAGE_INPUTS = {
-    "template": "template artifact directory (`bodymap template --out`)",
-    "render": "render stage output directory",
-    "cse": "cse_init outputs (one subdirectory per image set)",
-    "pseudo_gt": "pseudo_gt outputs (dense/, sparse/, flow/)",
-}
-
-
-def add_stage_inputs(parser: argparse.ArgumentParser, *names: str) -> None:
-    """Add required `--template`, `--render`, `--cse`, `--pseudo-gt` path options (those named)."""
-    for name in names:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=STAGE_INPUTS[name])
-
-
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """`--restart` for the commands that train (cse_init, pretrain, finetune): by default they resume the
-    checkpoint in --model-dir (or on the store, for an s3:// --model-dir) and refuse one from another run."""
-    parser.add_argument(
-        "--restart",
-        action="store_true",
-        help="train from step 0 even when --model-dir holds a checkpoint (it is replaced); default: resume it",
-    )
-
-
-def common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("common options")
-    group.add_argument(
-        "--params", type=Path, default=None, help="params file (default: ./params.yaml if present, else built-in)"
-    )
-    group.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one parameter, e.g. --set render.image_size=128 (repeatable)",
-    )
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    return common
-
-
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bodymap",
@@ -97,13 +52,6 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             module.add_arguments(cmd)
             cmd.set_defaults(_module=module)
     return parser
-
-
-def resolve_params(params_path: Path | None, overrides: list[str]) -> Params:
-    """Params from the given file, else ./params.yaml when present, else the built-in defaults; then overrides."""
-    if params_path is None and Path("params.yaml").exists():
-        params_path = Path("params.yaml")
-    return load_params(params_path, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bodymap {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+__all__ = ["COMMANDS", "build_parser", "main", "resolve_params"]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bodymap import __version__
+from bodymap.errors import BodymapError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -131,7 +134,6 @@ def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int | None = No
 
 def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file; raise BodymapError naming the file (and `what` it holds) when unreadable or not JSON."""
-    from bodymap.errors import BodymapError
 
     try:
         return json.loads(Path(path).read_text())
@@ -145,12 +147,20 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8 [H, W, 3]; raise BodymapError naming the file when it is unreadable."""
     import cv2
 
-    from bodymap.errors import BodymapError
-
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise BodymapError(f"{path}: cannot read image (missing, or not an image file)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_cse(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The one reader of a CSE output npz (docs/formats.md): vertex [H, W] int32 (-1 background) and score [H, W]
+    float32 foreground probability."""
+    try:
+        with np.load(path) as data:
+            return data["vertex"].astype(np.int32), data["score"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BodymapError(f"{path}: CSE output missing or unreadable ({exc}); run cse_init on this set") from None
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -182,7 +192,6 @@ def write_run_info(out_dir: str | Path, stage: str, params: dict[str, Any], **ex
 
     No timestamp, so identical runs write identical files.
     """
-    from bodymap import __version__
 
     record = {"stage": stage, "git_commit": git_commit(), "bodymap_version": __version__, "params": params, **extra}
     path = Path(out_dir) / "run.yaml"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from bodymap.cli_options import common_options
 from bodymap.config import default_params_dict, load_params
 
 # The params command reads its own file argument instead of the common --params option.
@@ -15,8 +16,6 @@ OWN_PARAMS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bodymap.cli import common_options
-
     sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
     check = sub.add_parser(
         "check", help="validate a params file (default: params.yaml); exit 2 if invalid", parents=[common_options()]

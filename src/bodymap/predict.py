@@ -20,7 +20,7 @@ from bodymap.data.images import ImageEntry
 from bodymap.data.letterbox import Letterbox
 from bodymap.errors import BodymapError, input_error
 from bodymap.eval.predictions import PredictionWriter
-from bodymap.io import atomic_dir, read_image, read_json, save_npz, write_image
+from bodymap.io import atomic_dir, read_cse, read_image, read_json, save_npz, write_image
 from bodymap.log import progress
 from bodymap.models.base import BodyMapNet
 from bodymap.models.decode import decode_vertices
@@ -28,6 +28,7 @@ from bodymap.models.inputs import cse_input
 from bodymap.models.registry import create_model
 from bodymap.registry.packaging import BodyMapPipeline, vertices_from_output
 from bodymap.template import BodyTemplate
+from bodymap.tracking import prepare_store
 from bodymap.train.checkpoint import load_checkpoint
 from bodymap.train.distributed import select_device
 
@@ -40,15 +41,6 @@ def load_bodymap(checkpoint: str | Path, device: torch.device | str = "cpu") -> 
     model = create_model(state["model_name"], **state["model_args"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
-
-
-def _load_cse_maps(cse_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    path = cse_dir / f"{name}.npz"
-    try:
-        with np.load(path) as data:
-            return data["vertex"].astype(np.int64), data["score"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as exc:
-        raise BodymapError(f"{path}: CSE output missing or unreadable ({exc}); run cse_init on this set") from None
 
 
 @torch.no_grad()
@@ -85,8 +77,7 @@ def predict_images(
             for entry in batch:
                 example = {"image": read_image(entry.path)}
                 if model.uses_cse:
-                    example["cse_vertex"], example["cse_score"] = _load_cse_maps(cse_dir, entry.key)
-                    example["cse_vertex"] = example["cse_vertex"].astype(np.int32)
+                    example["cse_vertex"], example["cse_score"] = read_cse(cse_dir / f"{entry.key}.npz")
                 box = Letterbox.of(example["image"], size or max(example["image"].shape[:2]))
                 boxes.append(box)
                 examples.append(box.example_to_network(example))
@@ -206,8 +197,6 @@ def load_predictor(
     dev = select_device(device)
     if "://" in model or model.startswith("models:/"):
         import mlflow
-
-        from bodymap.tracking import prepare_store
 
         prepare_store()
         local = Path(mlflow.artifacts.download_artifacts(model))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bodymap.errors import BodymapError
+
 log = logging.getLogger(__name__)
 
 _WARP = None
@@ -38,8 +40,6 @@ def warp_device(device: str = "auto") -> str:
         return "cpu"
     has_cuda = wp.get_cuda_device_count() > 0
     if device == "cuda" and not has_cuda:
-        from bodymap.errors import BodymapError
-
         raise BodymapError("device 'cuda' requested but Warp sees no CUDA device")
     return "cuda:0" if has_cuda else "cpu"
 

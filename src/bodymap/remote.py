@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bodymap.storage import Storage
+
 log = logging.getLogger(__name__)
 
 OUTPUT_OPTIONS = frozenset({"--out", "--model-dir", "--metrics", "--plots"})
@@ -46,8 +48,6 @@ def staged_paths(argv: list[str]) -> Iterator[list[str]]:
     if not any(arg.startswith("s3://") for arg in argv):
         yield argv
         return
-    from bodymap.storage import Storage
-
     storage = Storage()
     root = Path(tempfile.mkdtemp(prefix="bodymap-s3-"))
     local_argv, outputs = [], []

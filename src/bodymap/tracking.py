@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bodymap.io import git_commit
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -149,8 +151,6 @@ class Tracker:
         config as an artifact, and tag it with the git commit and the DVC hashes of `inputs`."""
         if not self.enabled:
             return
-        from bodymap.io import git_commit
-
         tags = {"stage": name, "git_commit": git_commit(), **dvc_hashes(inputs or []), **dict(tags or {})}
         mlflow = self.mlflow
         experiment = with_retry(mlflow.set_experiment, self.experiment)
@@ -223,8 +223,6 @@ class Tracker:
 def start_pipeline_run(experiment: str = "bodymap", name: str = "pipeline") -> str:
     """Create the parent run stage runs nest under (`make run` exports its id as BODYMAP_PIPELINE_RUN_ID)."""
     import mlflow
-
-    from bodymap.io import git_commit
 
     prepare_store()
     experiment_id = with_retry(mlflow.set_experiment, experiment).experiment_id

@@ -12,13 +12,16 @@ import sys
 
 import yaml
 
+from bodymap.cli_options import common_options, resolve_params
+from bodymap.cluster.launcher import launch_training
+from bodymap.cluster.manifest import build_manifest, job_name
+from bodymap.errors import BodymapError
+
 # Like `params`, each action carries the common options itself, so `--set` may follow the action name.
 OWN_PARAMS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bodymap.cli import common_options
-
     sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
     helps = {
         "manifest": "print the training job manifest as YAML",
@@ -36,10 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, params: None = None) -> int:
-    from bodymap.cli import resolve_params
-    from bodymap.cluster.launcher import launch_training
-    from bodymap.cluster.manifest import build_manifest, job_name
-    from bodymap.errors import BodymapError
 
     cli_args = list(args.cli_args)
     if cli_args[:1] == ["--"]:

@@ -16,17 +16,18 @@ from typing import Any
 
 import torch
 
-from bodymap.cli import add_stage_inputs, add_training_options
-from bodymap.config import CseParams, Params
+from bodymap.cli_options import add_stage_inputs, add_training_options
+from bodymap.config import CseParams, EvaluateParams, Params
 from bodymap.cse.infer import infer_sets, infer_sets_in_workers
 from bodymap.cse.loss import foreground_loss, soft_embedding_loss
 from bodymap.cse.model import CseNet
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
-from bodymap.data.sets import pipeline_sets
+from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.determinism import torch_threads
 from bodymap.errors import BodymapError
 from bodymap.eval.floors import FLOORS, write_floor_predictions
+from bodymap.eval.run import run_evaluation, specs_for
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.geodesic import sample_pixels
 from bodymap.losses.total import TemplateTensors
@@ -102,12 +103,11 @@ def cse_training_split(render_dir: Path) -> Path:
     return own if (own / "gt").is_dir() and any((own / "gt").iterdir()) else render_dir / "train"
 
 
-def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params: Params) -> dict[str, Any]:
+def evaluate_baseline(
+    template: BodyTemplate, sets: dict[str, ImageSet], out_dir: Path, evaluate: EvaluateParams
+) -> dict[str, Any]:
     """Score CSE (the baseline row) and the trivial floors on its silhouettes on the validation and test splits
     and the held-out COCO-format set."""
-    from bodymap.eval.pipeline import specs_for
-    from bodymap.eval.stage import run_evaluation
-
     specs = []
     for set_name in ("val", "test"):
         if not sets[set_name].exists():
@@ -119,7 +119,7 @@ def evaluate_baseline(template: BodyTemplate, sets: dict, out_dir: Path, params:
             specs += specs_for(floor, sets[set_name], floor_dir, set_name)
     if sets["coco_val"].exists():
         specs += specs_for("cse", sets["coco_val"], out_dir / "coco_val", "coco_val")
-    return run_evaluation(template, specs, params.evaluate, out_dir / "evaluation")
+    return run_evaluation(template, specs, evaluate, out_dir / "evaluation")
 
 
 def run_cse_init(
@@ -192,7 +192,7 @@ def infer_and_score(
         checkpoint, _sets_to_infer(render_dir, params), out_dir, template.name, device, p.vertex_chunk, p.workers
     )
     figures: dict[str, Any] = {f"images_{name}": count for name, count in counts.items()}
-    figures.update(evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params))
+    figures.update(evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params.evaluate))
     return figures
 
 
@@ -205,7 +205,9 @@ def merge_and_score(
     with tracker.run("cse_init", params=params.cse_init.model_dump(mode="json"), tags={"step": "merge"}):
         counts = merge_shards(shard_dirs, out_dir, "cse")
         figures: dict[str, Any] = {f"images_{name}": count for name, count in counts.items()}
-        figures.update(evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params))
+        figures.update(
+            evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params.evaluate)
+        )
         tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
         tracker.log_artifact(out_dir / "evaluation")
     return figures

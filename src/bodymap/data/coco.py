@@ -167,11 +167,17 @@ class CocoGroundTruth:
         return gt_image[self.point_gt]
 
     @cached_property
-    def point_pixels(self) -> tuple[np.ndarray, np.ndarray]:
-        """(x [P], y [P]) int64: the image pixel holding each point, position = dp * size / 255 + corner."""
+    def point_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x [P], y [P]) float64 image position of each point: dp * size / 255 + box corner, in detectron2's order of
+        operations (the one place the box-relative grid becomes image coordinates)."""
         box = self.boxes[self.point_gt]
-        x = np.floor(self.dp_x * box[:, 2] / 255.0 + box[:, 0]).astype(np.int64)
-        y = np.floor(self.dp_y * box[:, 3] / 255.0 + box[:, 1]).astype(np.int64)
+        return self.dp_x * box[:, 2] / 255.0 + box[:, 0], self.dp_y * box[:, 3] / 255.0 + box[:, 1]
+
+    @cached_property
+    def point_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x [P], y [P]) int64: the image pixel holding each point (`point_positions`, floored, clipped)."""
+        px, py = self.point_positions
+        x, y = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
         image = self.point_image
         return np.clip(x, 0, self.widths[image] - 1), np.clip(y, 0, self.heights[image] - 1)
 

@@ -14,8 +14,7 @@ import torch
 
 from bodymap.data.coco import video_frames
 from bodymap.data.images import image_key
-from bodymap.data.rendered import load_cse
-from bodymap.io import read_image
+from bodymap.io import read_cse, read_image
 from bodymap.models.inputs import cse_input
 from bodymap.pseudo_gt.flow import estimate_flow, sample_flow
 
@@ -57,9 +56,8 @@ class FramePairs:
 
     def _frame(self, file_name: str) -> tuple[np.ndarray, torch.Tensor]:
         rgb = read_image(self.root / file_name)
-        cse = load_cse(self.cse_dir / f"{image_key(file_name)}.npz")
-        vertex, score = torch.from_numpy(cse["cse_vertex"]), torch.from_numpy(cse["cse_score"])
-        return rgb, cse_input(vertex, score, self.colors)
+        vertex, score = read_cse(self.cse_dir / f"{image_key(file_name)}.npz")
+        return rgb, cse_input(torch.from_numpy(vertex), torch.from_numpy(score), self.colors)
 
     def sample(self, index: int) -> dict[str, torch.Tensor]:
         """pair_image_a/b [3,H,W], pair_cse_a/b [4,H,W], pair_flow [H,W,2] (a → b pixels), pair_valid [H,W]."""

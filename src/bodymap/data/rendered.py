@@ -15,7 +15,7 @@ import torch
 
 from bodymap.data.augment import AugmentConfig, augment, letterbox
 from bodymap.errors import BodymapError
-from bodymap.io import read_image
+from bodymap.io import read_cse, read_image
 from bodymap.models.inputs import cse_input
 
 
@@ -49,15 +49,6 @@ def load_gt(path: Path) -> dict[str, np.ndarray]:
     if "vertex" not in gt or gt["vertex"].ndim != 2:
         raise BodymapError(f"{path}: field 'vertex': expected an [H, W] int array")
     return gt
-
-
-def load_cse(path: Path) -> dict[str, np.ndarray]:
-    """A CSE output npz (docs/formats.md): vertex [H,W] int32, score [H,W] float16."""
-    try:
-        with np.load(path) as data:
-            return {"cse_vertex": data["vertex"].astype(np.int32), "cse_score": data["score"].astype(np.float32)}
-    except (OSError, ValueError, KeyError) as exc:
-        raise BodymapError(f"{path}: not a CSE output with 'vertex' and 'score' ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -126,7 +117,7 @@ class DenseDataset:
             ),
         }
         if source.cse is not None:
-            example.update(load_cse(source.cse / f"{example_id}.npz"))
+            example["cse_vertex"], example["cse_score"] = read_cse(source.cse / f"{example_id}.npz")
         return example
 
     def sample(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -88,10 +88,7 @@ def gps_matrices(coco: CocoGroundTruth, detections: list[Instances], geodesics: 
     per_gt = det_count[gt_image[scored]]
     pair_gt = np.repeat(scored, per_gt)
     pair_det = det_start[gt_image[pair_gt]] + np.arange(len(pair_gt)) - np.repeat(np.cumsum(per_gt) - per_gt, per_gt)
-    # image position of each point, in detectron2's order of operations: dp * size / 255 + corner
-    point_box = coco.boxes[coco.point_gt]
-    ax = coco.dp_x * point_box[:, 2] / 255.0 + point_box[:, 0]
-    ay = coco.dp_y * point_box[:, 3] / 255.0 + point_box[:, 1]
+    ax, ay = coco.point_positions  # image position of each point: dp * size / 255 + corner
 
     pair_pts = npts[pair_gt]
     cum = np.concatenate([[0], np.cumsum(pair_pts)])

@@ -1,19 +1,25 @@
-"""Evaluation as the pipeline runs it: which ground truth each named set is scored against, and the final
-`evaluate` stage (BodyMap and the CSE baseline side by side on the synthetic test, held-out DensePose-COCO and video
-sets), with a comparison table and window-accuracy curves."""
+"""Evaluation as the pipeline composes it: predict with a checkpoint (`bodymap.predict`), then score
+(`bodymap.eval.run`). The final `evaluate` stage (BodyMap and the CSE baseline side by side on the synthetic test,
+held-out DensePose-COCO and video sets, with a comparison table and window-accuracy curves) and the training stages'
+own scoring (`evaluate_checkpoint`). Stage layer (it imports `bodymap.predict`), with typed arguments throughout."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from bodymap.config import Params
+from bodymap.config import EvaluateParams, PseudoGtParams
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.eval.floors import FLOORS, write_floor_predictions
-from bodymap.eval.stage import EvalSpec, run_evaluation
+from bodymap.eval.run import EvalSpec, run_evaluation, specs_for
 from bodymap.io import atomic_path
+from bodymap.predict import load_bodymap, predict_images
+from bodymap.shards import merge_shards, run_shards, shard_batches, write_shard_record
 from bodymap.template import BodyTemplate
+from bodymap.train.distributed import select_device
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +47,6 @@ MODEL_NOTES = {
     "constant": "floor: one vertex on BodyMap's silhouette",
     "random": "floor: random vertices on BodyMap's silhouette",
 }
-
-
-def specs_for(model: str, image_set: ImageSet, predictions: Path, report_name: str) -> list[EvalSpec]:
-    """Evaluation sets for one model's predictions on one pipeline set.
-
-    Rendered sets are scored on their dense GT (and their COCO JSON); DensePose-COCO sets on their sparse points,
-    plus on the dense truth the coco-like split keeps apart (`<report_name>_dense`).
-    """
-    if image_set.gt_kind in ("dense", "video"):
-        return [EvalSpec(f"{model}/{report_name}", image_set.gt_kind, image_set.root, predictions)]
-    specs = [EvalSpec(f"{model}/{report_name}", "coco", image_set.annotations, predictions, image_set.root)]
-    if image_set.dense_truth is not None and image_set.dense_truth.is_dir():
-        specs.append(
-            EvalSpec(f"{model}/{report_name}_dense", "dense", image_set.dense_truth, predictions, image_set.image_dir)
-        )
-    return specs
 
 
 def comparison_table(metrics: dict[str, Any], models: list[str], sets: list[str], columns=TABLE_METRICS) -> str:
@@ -100,7 +90,14 @@ def window_curve_csv(metrics: dict[str, Any], models: list[str], sets: list[str]
 
 
 def evaluate_pipeline(
-    template_dir: Path, render: Path, cse: Path, checkpoint: Path, out: Path, params: Params
+    template_dir: Path,
+    render: Path,
+    cse: Path,
+    checkpoint: Path,
+    out: Path,
+    evaluate: EvaluateParams,
+    coco: PseudoGtParams,
+    image_size: int,
 ) -> dict[str, Any]:
     """Predict every report set with the fine-tuned model, score it, the CSE baseline and the floors drawn on its
     silhouettes, and write the report.
@@ -108,29 +105,25 @@ def evaluate_pipeline(
     Writes `out/predictions/<model>/<set>/` (BodyMap's dense predictions and the floors) and `out/report/`
     (metrics.json, report.md, window_accuracy.csv, per-set PR curves and pictures). Returns the flat metrics.
     The predictions are shared by `evaluate.workers` processes (`bodymap.shards`: the same files as one process).
+    `coco`: where the DensePose-COCO sets lie; `image_size`: the training resolution photos are letterboxed to.
     """
-    from bodymap.shards import merge_shards, run_shards
-
-    workers = params.evaluate.workers
-    sets = pipeline_sets(render, params.pseudo_gt)
+    workers = evaluate.workers
+    sets = pipeline_sets(render, coco)
     predictions = out / "predictions" / "bodymap"
     if workers <= 1:
-        predict_report_sets(template_dir, sets, cse, checkpoint, predictions, params.render.image_size)
+        predict_report_sets(template_dir, sets, cse, checkpoint, predictions, image_size)
     else:
-        import shutil
-        import tempfile
-
         predictions.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".shards.", dir=predictions))
         try:
             shard_dirs = [scratch / f"shard-{k}" for k in range(workers)]
             common = (template_dir, sets, cse, checkpoint)
-            jobs = [(*common, d, params.render.image_size, "auto", k, workers) for k, d in enumerate(shard_dirs)]
+            jobs = [(*common, d, image_size, "auto", k, workers) for k, d in enumerate(shard_dirs)]
             run_shards(predict_report_sets, jobs, workers)
             merge_shards(shard_dirs, predictions, "predictions")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return score_pipeline(template_dir, render, cse, checkpoint, out, params)
+    return score_pipeline(template_dir, render, cse, checkpoint, out, evaluate, coco)
 
 
 def predict_report_sets(
@@ -148,10 +141,6 @@ def predict_report_sets(
     """BodyMap's dense predictions of the report sets that exist, into `predictions/<set>/`; with `num_shards` > 1
     only shard `shard` of each set's batches, with a `shard.json` (`bodymap.shards`). Photos are letterboxed to
     `size`, the training resolution (`bodymap.data.letterbox`). Returns set -> images."""
-    from bodymap.predict import load_bodymap, predict_images
-    from bodymap.shards import shard_batches, write_shard_record
-    from bodymap.train.distributed import select_device
-
     template = BodyTemplate.load(template_dir)
     dev = select_device(device)
     model = load_bodymap(checkpoint, dev)
@@ -173,12 +162,18 @@ def predict_report_sets(
 
 
 def score_pipeline(
-    template_dir: Path, render: Path, cse: Path, checkpoint: Path, out: Path, params: Params
+    template_dir: Path,
+    render: Path,
+    cse: Path,
+    checkpoint: Path,
+    out: Path,
+    evaluate: EvaluateParams,
+    coco: PseudoGtParams,
 ) -> dict[str, Any]:
     """Score BodyMap's predictions in `out/predictions/bodymap/<set>/` (`predict_report_sets`, or shards merged),
     the CSE baseline and the floors drawn on BodyMap's silhouettes; write `out/report/`. Returns the flat metrics."""
     template = BodyTemplate.load(template_dir)
-    sets = pipeline_sets(render, params.pseudo_gt)
+    sets = pipeline_sets(render, coco)
     predictions = out / "predictions"
     specs: list[EvalSpec] = []
     for set_name in REPORT_SETS:
@@ -192,11 +187,35 @@ def score_pipeline(
             write_floor_predictions(bodymap, predictions / floor / set_name, floor, template)
             specs += specs_for(floor, image_set, predictions / floor / set_name, set_name)
     report = out / "report"
-    metrics = run_evaluation(template, specs, params.evaluate, report, model=str(checkpoint))
+    metrics = run_evaluation(template, specs, evaluate, report, model=str(checkpoint))
     order = [name for s in REPORT_SETS for name in (s, f"{s}_dense")]
     names = sorted({s.name.split("/", 1)[1] for s in specs}, key=order.index)
     with atomic_path(report / "report.md") as tmp:
         tmp.write_text(report_markdown(metrics, list(MODELS), names))
     with atomic_path(report / "window_accuracy.csv") as tmp:
-        tmp.write_text(window_curve_csv(metrics, list(MODELS), names, sorted(params.evaluate.windows_px)))
+        tmp.write_text(window_curve_csv(metrics, list(MODELS), names, sorted(evaluate.windows_px)))
     return metrics
+
+
+def evaluate_checkpoint(
+    template_dir: Path,
+    checkpoint: Path,
+    image_sets: list[ImageSet],
+    cse: Path,
+    out: Path,
+    evaluate: EvaluateParams,
+    device: str = "auto",
+    size: int | None = None,
+) -> dict[str, Any]:
+    """Predict pipeline sets with a checkpoint and score them (`specs_for`, metric keys `bodymap/<set>/...`); flat
+    metrics. `cse`: the cse_init outputs (one folder per set). `size`: the training resolution photos are
+    letterboxed to (None: each image's own, for renders already at it)."""
+    template = BodyTemplate.load(template_dir)
+    dev = select_device(device)
+    model = load_bodymap(checkpoint, dev)
+    specs = []
+    for image_set in image_sets:
+        predictions = out / "predictions" / image_set.name
+        predict_images(model, template, image_set.images(), cse / image_set.name, predictions, dev, size=size)
+        specs += specs_for("bodymap", image_set, predictions, image_set.name)
+    return run_evaluation(template, specs, evaluate, out / "evaluation")

@@ -18,45 +18,22 @@ Pipeline mode (`--model`) predicts before it scores, and the predictions grow wi
 from __future__ import annotations
 
 import argparse
-import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from bodymap.config import EvaluateParams, Params
+from bodymap.config import Params
+from bodymap.data.sets import pipeline_sets
 from bodymap.determinism import torch_threads
 from bodymap.errors import BodymapError
-from bodymap.eval.evaluate import build_settings, evaluate_set, write_report
-from bodymap.eval.groundtruth import GT_KINDS, GroundTruth, load_ground_truth
-from bodymap.eval.predictions import PredictionSet
-from bodymap.io import atomic_dir, atomic_path, write_json, write_run_info
+from bodymap.eval.groundtruth import GT_KINDS
+from bodymap.eval.pipeline import evaluate_pipeline, predict_report_sets, score_pipeline
+from bodymap.eval.run import HEADLINE, EvalSpec, run_evaluation
+from bodymap.io import atomic_path, write_json
+from bodymap.shards import check_shard, merge_shards
 from bodymap.template import BodyTemplate
-
-log = logging.getLogger(__name__)
+from bodymap.tracking import Tracker
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-HEADLINE = (
-    "gps_ap",
-    "gpsm_ap",
-    "gtbox_gpsm_ap",
-    "iou_ap",
-    "window_10px",
-    "window_scaled_10px",
-    "cm_5",
-    "cm_10",
-    "cm_20",
-)
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """One `--eval` argument: a set name, GT kind and path, prediction directory, optional image directory."""
-
-    name: str
-    kind: str
-    gt: Path
-    predictions: Path
-    images: Path | None = None
 
 
 def parse_spec(items: list[str]) -> EvalSpec:
@@ -104,64 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _headline(metrics: dict[str, float | None]) -> str:
-    shown = [f"{k}={metrics[k]:.1f}" for k in HEADLINE if metrics.get(k) is not None]
-    shown += [f"{k}={v:.1f}" for k, v in metrics.items() if k.startswith("temporal_") and v is not None]
-    return " ".join(shown) or "nothing measurable"
-
-
-def run_evaluation(
-    template: BodyTemplate, specs: list[EvalSpec], p: EvaluateParams, out: Path, **run_info: object
-) -> dict[str, float | None]:
-    """Evaluate every set into `out` (atomically): metrics.json, run.yaml, per-set PR curves and pictures.
-
-    Returns the flat metrics (`<NAME>/<metric>`). Used by `bodymap evaluate` and by the stages that score their
-    own model (cse_init, pretrain, finetune).
-    """
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise BodymapError(f"--eval names must be unique, got {', '.join(names)}")
-    settings = build_settings(p)
-    ground_truths: dict[tuple[str, Path, Path | None], GroundTruth] = {}
-    results = {}
-    with atomic_dir(out) as tmp:
-        for spec in specs:
-            key = (spec.kind, spec.gt.resolve(), spec.images)
-            if key not in ground_truths:
-                ground_truths[key] = load_ground_truth(spec.kind, spec.gt, template=template, images_dir=spec.images)
-            predictions = PredictionSet.open(
-                spec.predictions, num_vertices=template.num_vertices, template_name=template.name
-            )
-            result = evaluate_set(
-                ground_truth=ground_truths[key],
-                predictions=predictions,
-                template=template,
-                settings=settings,
-                out_dir=tmp / spec.name,
-                title=spec.name,
-            )
-            results[spec.name] = result.metrics
-            log.info("%s: %s", spec.name, _headline(result.metrics))
-        flat = write_report(results, tmp / "metrics.json")
-        record = {
-            "template": str(template.directory) if template.directory is not None else template.name,
-            "eval_sets": [{k: str(v) for k, v in vars(s).items() if v is not None} for s in specs],
-            **run_info,  # callers may add to (or override) the record
-        }
-        write_run_info(tmp, "evaluate", p.model_dump(mode="json"), **record)
-    log.info("evaluation written to %s", out)
-    return flat
-
-
 def main(args: argparse.Namespace, params: Params) -> int:
     if args.model is not None:
         if args.render is None or args.cse is None or args.eval_sets:
             raise BodymapError("pipeline mode (--model) needs --render and --cse, and takes no --eval")
-        from bodymap.data.sets import pipeline_sets
-        from bodymap.eval.pipeline import evaluate_pipeline, predict_report_sets, score_pipeline
-        from bodymap.shards import check_shard, merge_shards
-        from bodymap.tracking import Tracker
-
         if args.shard is not None:  # one shard of the predictions, scored after --merge
             check_shard(args.shard, args.num_shards)
             sets = pipeline_sets(args.render, params.pseudo_gt)
@@ -179,9 +102,14 @@ def main(args: argparse.Namespace, params: Params) -> int:
         ):
             if args.merge:
                 merge_shards(args.merge, args.out / "predictions" / "bodymap", "predictions")
-                flat = score_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+                flat = score_pipeline(
+                    args.template, args.render, args.cse, args.model, args.out, params.evaluate, params.pseudo_gt
+                )
             else:
-                flat = evaluate_pipeline(args.template, args.render, args.cse, args.model, args.out, params)
+                flat = evaluate_pipeline(
+                    args.template, args.render, args.cse, args.model, args.out,
+                    params.evaluate, params.pseudo_gt, params.render.image_size,
+                )  # fmt: skip
             tracker.log_metrics({k: v for k, v in flat.items() if v is not None})
             tracker.log_artifact(args.out / "report")
         if args.plots is not None:
@@ -198,4 +126,4 @@ def main(args: argparse.Namespace, params: Params) -> int:
     return 0
 
 
-__all__ = ["EvalSpec", "add_arguments", "main", "parse_spec", "run_evaluation"]
+__all__ = ["HEADLINE", "EvalSpec", "add_arguments", "main", "parse_spec", "run_evaluation"]

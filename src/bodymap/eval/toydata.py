@@ -22,6 +22,7 @@ from scipy.spatial import cKDTree
 from bodymap.eval.predictions import Instances
 from bodymap.io import save_npz, write_json
 from bodymap.template import BodyTemplate
+from bodymap.template.pictures import orthographic_view
 
 
 @dataclass
@@ -45,8 +46,6 @@ class ToyPeople:
 
     @cached_property
     def views(self) -> dict[str, np.ndarray]:
-        from bodymap.template.pictures import orthographic_view
-
         out = {}
         for name, back in (("front", False), ("back", True)):
             vertex, _ = orthographic_view(self.template, self.resolution, back=back)

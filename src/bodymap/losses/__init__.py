@@ -7,7 +7,6 @@ loss, logged = total_loss(model(batch["image"], batch["cse"]), batch, weights, t
 
 from bodymap.losses.classification import (
     chart_weight_table,
-    classification_loss,
     pixel_classification_loss,
     pixel_weights,
     soft_targets,
@@ -20,7 +19,6 @@ __all__ = [
     "LossWeights",
     "TemplateTensors",
     "chart_weight_table",
-    "classification_loss",
     "consistency_loss",
     "geodesic_loss",
     "pixel_classification_loss",

@@ -92,26 +92,3 @@ def pixel_classification_loss(
         log_p = torch.log_softmax(logits.float(), dim=-1)
         ce = F.kl_div(log_p, soft, reduction="none").sum(dim=-1).mean(dim=1)  # (N, 3, K) -> (N,)
     return (weight * ce).sum() / weight.sum().clamp_min(1e-6)
-
-
-def classification_loss(
-    color_logits: torch.Tensor, vertex: torch.Tensor, colors: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
-    """Weighted mean over pixels of the per-channel cross-entropy, averaged over R, G, B.
-
-    L = sum_p w_p * (1/3) sum_c CE(logits_c(p), color_c(v_p)) / sum_p w_p, over pixels with w_p > 0 only (the
-    background has no colour; its cost is the silhouette loss's). Minimal (-> 0) when each channel puts all its
-    mass on the GT vertex's colour.
-
-    Args:
-        color_logits: [B, 3, K, H, W] float logits.
-        vertex: [B, H, W] int GT vertex ids (-1 unlabelled).
-        colors: [V, 3] int64 template colour code, on the logits' device.
-        weight: [B, H, W] float pixel weights (`pixel_weights`).
-    Returns:
-        scalar float32 (0 with a graph when no pixel is labelled).
-    """
-    b, y, x = torch.nonzero(weight > 0, as_tuple=True)
-    # Gather only the labelled pixels: the [B, 3, K, H, W] log-softmax would cost as much as the logits again.
-    logits = color_logits[b, :, :, y, x]  # (N, 3, K)
-    return pixel_classification_loss(logits, colors[vertex[b, y, x].long()], weight[b, y, x])

@@ -1,13 +1,13 @@
 """Slim DensePose's equivariance loss (Neverova et al., CVPR 2019, Eq. 2 and Sec. 3.2.2).
 
-For two views I, I' related by a dense warp (optical flow between video frames, or a synthetic affine / TPS warp
-of one image), the network's features should move with the pixels: the loss is `1 - cos(f(I)(p), f(I')(p + w(p)))`
-averaged over pixels p where the warp is valid.
+For two views I, I' related by a dense warp (optical flow between video frames, or a synthetic thin-plate-spline
+warp of one image, `random_tps_warp`), the network's features should move with the pixels: the loss is
+`1 - cos(f(I)(p), f(I')(p + w(p)))` averaged over pixels p where the warp is valid.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,33 +59,89 @@ def equivariance_loss(
     return ((1.0 - cosine) * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def random_affine_flow(
+def _tps_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """U(r) = r^2 log r^2 between points a [..., N, 2] and b [..., M, 2] -> [..., N, M] (0 at r = 0)."""
+    r2 = ((a[..., :, None, :] - b[..., None, :, :]) ** 2).sum(-1)
+    return r2 * torch.log(r2.clamp_min(1e-30))
+
+
+def tps_grid(control: torch.Tensor, target: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The thin-plate spline through `control` -> `target`, evaluated at every pixel (Bookstein 1989).
+
+    f(q) = a0 + A q + sum_i w_i U(|q - c_i|), with (w, a) solving the interpolation system, so f(c_i) = t_i exactly
+    and f is the smoothest (least bending energy) such map; f is the identity when target == control.
+
+    Args:
+        control: [N, 2] (x, y) control points in normalised coordinates ([-1, 1], align_corners=True).
+        target: [B, N, 2] where each control point maps to, same coordinates.
+    Returns:
+        [B, H, W, 2] float32 f(q) at every pixel q, in normalised coordinates (a `grid_sample` grid).
+    """
+    c = control.double()
+    n = c.shape[0]
+    p = torch.cat([torch.ones(n, 1, dtype=c.dtype), c], dim=1)  # (N, 3)
+    system = torch.zeros(n + 3, n + 3, dtype=c.dtype)
+    system[:n, :n], system[:n, n:], system[n:, :n] = _tps_kernel(c, c), p, p.T
+    rhs = torch.cat([target.double(), torch.zeros(target.shape[0], 3, 2, dtype=c.dtype)], dim=1)  # (B, N + 3, 2)
+    coef = torch.linalg.solve(system, rhs)  # (B, N + 3, 2): w then (a0, a_x, a_y)
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1.0, 1.0, height, dtype=c.dtype), torch.linspace(-1.0, 1.0, width, dtype=c.dtype), indexing="ij"
+    )
+    q = torch.stack([xs, ys], dim=-1).reshape(-1, 2)  # (H * W, 2)
+    basis = torch.cat([_tps_kernel(q, c), torch.ones(len(q), 1, dtype=c.dtype), q], dim=1)  # (H * W, N + 3)
+    return (basis @ coef).reshape(-1, height, width, 2).float()
+
+
+def random_tps_warp(
     batch: int,
     height: int,
     width: int,
     generator: torch.Generator,
-    max_rotation_deg: float = 10.0,
-    max_scale: float = 0.1,
-    max_shift: float = 0.05,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random similarity warp per image, as the synthetic (non-video) variant of the loss.
+    grid_points: int = 4,
+    max_displacement: float = 0.05,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random thin-plate-spline warp per image: Slim DensePose's synthetic alternative to video flow (Sec. 3.2.2).
+
+    Control points on a `grid_points` x `grid_points` grid over the image (corners included) move by independent
+    uniform displacements of at most `max_displacement` of the image side; the TPS through them is the warp.
+    The warped view W of an image I is W(q) = I(f(q)), `grid_sample(I, grid, align_corners=True)`.
 
     Returns:
-        (theta [B, 2, 3] for `F.affine_grid` mapping B's normalised coords to A's, flow [B, H, W, 2] A → B pixels).
+        grid [B, H, W, 2]: f(q) in normalised coordinates; flow [B, H, W, 2]: f(q) - q in pixels, from the warped
+        view to the image (the flow `equivariance_loss` takes with the warped view as A); valid [B, H, W] bool:
+        f(q) falls inside the image, so pixel q of the warped view shows a pixel of the image.
     """
-    u = torch.rand(batch, 4, generator=generator) * 2.0 - 1.0
-    angle = u[:, 0] * math.radians(max_rotation_deg)
-    scale = 1.0 + u[:, 1] * max_scale
-    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, u[:, 2] * max_shift * 2], 1), torch.stack([sin, cos, u[:, 3] * max_shift * 2], 1)], 1
-    )  # (B, 2, 3): for every output (B) pixel, where to read in A
-    # Flow A → B: invert the affine for A's pixel grid.
-    full = torch.cat([theta, torch.tensor([0.0, 0.0, 1.0]).expand(batch, 1, 3)], dim=1)
-    inverse = torch.linalg.inv(full)[:, :2]
-    grid = F.affine_grid(inverse, (batch, 1, height, width), align_corners=True)  # A pixel → B normalised coords
-    xs = (grid[..., 0] + 1.0) * (width - 1) / 2.0
+    axis = torch.linspace(-1.0, 1.0, grid_points)
+    cy, cx = torch.meshgrid(axis, axis, indexing="ij")
+    control = torch.stack([cx, cy], dim=-1).reshape(-1, 2)  # (N, 2)
+    shift = (torch.rand(batch, len(control), 2, generator=generator) * 2.0 - 1.0) * (2.0 * max_displacement)
+    grid = tps_grid(control, control + shift, height, width)
+    xs = (grid[..., 0] + 1.0) * (width - 1) / 2.0  # pixel position read in the image
     ys = (grid[..., 1] + 1.0) * (height - 1) / 2.0
     base_y, base_x = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
     flow = torch.stack([xs - base_x, ys - base_y], dim=-1)
-    return theta, flow
+    valid = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
+    return grid, flow, valid
+
+
+def synthetic_warp_loss(
+    features_of: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    image: torch.Tensor,
+    cse: torch.Tensor | None,
+    features: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The equivariance loss on a random TPS warp of the batch itself (Slim DensePose's synthetic-warp variant).
+
+    Args:
+        features_of: (image [B, 3, H, W], cse [B, 4, H, W] or None) -> features [B, C, h, w], the network.
+        image, cse: the batch's inputs (cse None for a model without CSE input). features: features_of(image, cse).
+    Returns:
+        scalar: `equivariance_loss` between the warped view's features and `features` moved along the exact flow,
+        over the warped view's in-frame pixels.
+    """
+    b, _, h, w = image.shape
+    grid, flow, valid = random_tps_warp(b, h, w, generator)
+    grid = grid.to(image.device)
+    warped = features_of(*(F.grid_sample(x, grid, align_corners=True) if x is not None else None for x in (image, cse)))
+    return equivariance_loss(warped, features, flow.to(features.device), valid.to(features.device))

@@ -181,7 +181,7 @@ def total_loss(
     """Weighted sum of the enabled loss terms, and each term's value for logging.
 
     Terms (each computed only when its weight is > 0):
-        classification: `classification_loss` with chart and confidence pixel weights (Sec. 3.3).
+        classification: `pixel_classification_loss` with chart and confidence pixel weights (Sec. 3.3).
         silhouette: `soft_iou_loss` against `mask` (Sec. 3.3).
         geodesic: `geodesic_loss` on `geodesic_pixels` random labelled pixels per image (Sec. 3.4).
         consistency: `consistency_loss` (Eq. 2) between those pixels and `consistency_references` other random

@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.spatial import cKDTree
 
-from bodymap.cli import add_stage_inputs
+from bodymap.cli_options import add_stage_inputs
 from bodymap.config import Params, PseudoGtParams
 from bodymap.data.coco import CocoGroundTruth, read_coco, video_frames
 from bodymap.data.images import image_key
@@ -30,7 +30,7 @@ from bodymap.densepose import PART_GROUPS
 from bodymap.errors import BodymapError
 from bodymap.eval.accuracy import PointAccumulator, visible_surface
 from bodymap.eval.plots import save_sample, vertex_maps_sample
-from bodymap.io import atomic_dir, read_image, save_npz, write_json, write_run_info
+from bodymap.io import atomic_dir, read_cse, read_image, save_npz, write_json, write_run_info
 from bodymap.log import progress
 from bodymap.pseudo_gt.dense import dense_pseudo_gt, nearest_point_fill
 from bodymap.pseudo_gt.flow import estimate_flow, propagate_points
@@ -46,19 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", type=Path, default=None, help="quality and propagation figures (JSON)")
 
 
-def _cse_maps(cse_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    path = cse_dir / f"{name}.npz"
-    if not path.exists():
-        raise BodymapError(f"{path}: no CSE output for this image; run cse_init on the set first")
-    with np.load(path) as data:
-        return data["vertex"].astype(np.int32), data["score"].astype(np.float32)
-
-
 def _person_points(coco: CocoGroundTruth, g: int) -> tuple[np.ndarray, np.ndarray]:
     """Image positions [K, 2] (x, y, floats; dp * size / 255 + corner) and vertices [K] of annotation g."""
     s, e = coco.pt_start[g], coco.pt_start[g + 1]
-    x, y, w, h = coco.boxes[g]
-    xy = np.stack([coco.dp_x[s:e] * w / 255.0 + x, coco.dp_y[s:e] * h / 255.0 + y], axis=1)
+    px, py = coco.point_positions
+    xy = np.stack([px[s:e], py[s:e]], axis=1)
     keep = coco.vertex[s:e] >= 0
     return xy[keep], coco.vertex[s:e][keep]
 
@@ -86,7 +78,7 @@ def build_coco_pseudo_gt(
     for i in progress(range(coco.num_images), "pseudo-GT", logger=log):
         h, w = int(coco.heights[i]), int(coco.widths[i])
         name = image_key(coco.file_names[i])
-        cse_vertex, cse_score = _cse_maps(cse_dir, name)
+        cse_vertex, cse_score = read_cse(cse_dir / f"{name}.npz")
         if cse_vertex.shape != (h, w):
             raise BodymapError(
                 f"{cse_dir / name}.npz: field 'vertex': expected shape ({h}, {w}), got {cse_vertex.shape}"
@@ -203,7 +195,7 @@ def propagate_video(
             target = read_image(video / coco.file_names[j])
             forward = estimate_flow(source, target, p.flow.method)
             backward = estimate_flow(target, source, p.flow.method)
-            _, target_score = _cse_maps(cse_video, image_key(coco.file_names[j]))
+            _, target_score = read_cse(cse_video / f"{image_key(coco.file_names[j])}.npz")
             truth_path = video / "gt" / f"{image_key(coco.file_names[j])}.npz"
             truth = np.load(truth_path)["vertex"] if truth_path.exists() else None
             for xy, vertex in people:
@@ -223,7 +215,7 @@ def propagate_video(
                     errors.append(err)
     for j, groups in labels.items():
         name = image_key(coco.file_names[j])
-        _, score = _cse_maps(cse_video, name)
+        _, score = read_cse(cse_video / f"{name}.npz")
         vertex_map = np.full(score.shape, -1, np.int32)
         for xy, vertex in groups:
             px = np.clip(xy[:, 0].astype(int), 0, score.shape[1] - 1)

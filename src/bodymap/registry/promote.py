@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bodymap.tracking import with_retry
+
 log = logging.getLogger(__name__)
 
 METRIC_TAG = "metric."
@@ -89,8 +91,6 @@ def promote_version(client: Any, name: str, version: str, metrics: Mapping[str, 
         client: an `mlflow.MlflowClient`. gate: primary, margin and guards (see `decide`).
     """
     from mlflow.exceptions import MlflowException
-
-    from bodymap.tracking import with_retry
 
     keys = [gate["primary"], *gate["guards"]]
     with_retry(client.set_registered_model_alias, name, "challenger", version)

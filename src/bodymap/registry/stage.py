@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bodymap.cli import add_stage_inputs
+from bodymap.cli_options import add_stage_inputs
 from bodymap.config import Params, RegisterParams
 from bodymap.cse.infer import load_cse_model
 from bodymap.errors import BodymapError

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bodymap.raycast import warp
 from bodymap.render.identity import Identity
 
 # Materials (index into an identity's material list) and GT layers (docs/formats.md).
@@ -39,8 +40,6 @@ _KERNELS: dict[str, object] = {}
 def _normal_kernels() -> dict[str, object]:
     """Warp kernels for vertex normals (compiled once): a face loop with atomic adds, then a normalisation."""
     if not _KERNELS:
-        from bodymap.raycast import warp
-
         wp = warp()
 
         @wp.kernel
@@ -72,7 +71,6 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     A Warp loop over faces on the CPU, ~10x faster than numpy's gathers, cross products and scatter; single
     threaded, so the sums (hence the bytes downstream) do not depend on scheduling.
     """
-    from bodymap.raycast import warp
 
     wp = warp()
     kernels = _normal_kernels()

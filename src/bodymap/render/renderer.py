@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bodymap.determinism import ordered_matmul, torch_threads
+from bodymap.errors import BodymapError
 from bodymap.raycast import MeshQuery, nearest_corner, warp, warp_device
 from bodymap.render.appearance import identity_albedo, shade
 from bodymap.render.background import Backgrounds
@@ -109,8 +110,6 @@ class Renderer:
         backgrounds: Backgrounds | None = None,
         device: str = "auto",
     ) -> None:
-        from bodymap.errors import BodymapError
-
         if template.meta.get("source") != "anny" or len(template.template_to_full) == 0:
             raise BodymapError(
                 f"{template.directory}: the renderer needs a template built from Anny (template.source: anny); "

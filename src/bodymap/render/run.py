@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bodymap.errors import BodymapError
-from bodymap.io import atomic_dir, write_json
+from bodymap.io import atomic_dir, write_json, write_run_info
 from bodymap.log import progress
+from bodymap.raycast import warp_device
 from bodymap.render.background import Backgrounds, list_background_images
 from bodymap.render.coco import coco_document
+from bodymap.render.contact import contact_sheet
 from bodymap.render.identity import sample_identities
 from bodymap.render.settings import RenderSettings
 from bodymap.template.mesh import BodyTemplate
@@ -183,8 +185,6 @@ def render_dataset(
     settings: RenderSettings, template_dir: Path, out: Path, shard: int = 0, num_shards: int = 1
 ) -> dict[str, Any]:
     """Render every split (or one shard of the work) into `out`, atomically. Returns the run's figures."""
-    from bodymap.io import write_run_info
-    from bodymap.render.contact import contact_sheet
 
     start = time.monotonic()
     # Configuration errors surface here, before any work or worker starts: the background folder, the template
@@ -194,8 +194,6 @@ def render_dataset(
     template = BodyTemplate.load(template_dir)
     if template.meta.get("source") != "anny" or len(template.template_to_full) == 0:
         raise BodymapError(f"{template_dir}: the renderer needs a template built from Anny (template.source: anny)")
-    from bodymap.raycast import warp_device
-
     warp_device(settings.device)
     jobs = plan_jobs(settings, shard, num_shards)
     workers = max(1, min(settings.workers, len(jobs)))
@@ -235,7 +233,6 @@ def render_dataset(
 
 def merge_shards(shard_dirs: list[Path], out: Path, template_dir: Path, contact_samples: int = 12) -> dict[str, Any]:
     """Join the shard outputs of one run into exactly the output one machine would have written."""
-    from bodymap.render.contact import contact_sheet
 
     manifests = []
     for d in shard_dirs:

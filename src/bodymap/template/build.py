@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bodymap.errors import BodymapError
+from bodymap.template.atlas import atlas_vertex_chart, read_uv_processed
 from bodymap.template.charts import (
     assign_charts,
     chart_parts,
@@ -173,8 +174,6 @@ def build_from_densepose(
     Symmetry comes from `symmetry_path` ([V] int mirror map, .npy) or the mesh's own x -> -x mirror within 1 mm.
     """
     from scipy.spatial import cKDTree
-
-    from bodymap.template.atlas import atlas_vertex_chart, read_uv_processed
 
     vertices, faces = read_body_mesh(model_path)
     atlas = read_uv_processed(uv_path, len(vertices))

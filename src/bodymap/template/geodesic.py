@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from bodymap.log import progress
+from bodymap.raycast import warp
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,6 @@ def _march_kernel():
     global _MARCH
     if _MARCH is not None:
         return _MARCH
-    from bodymap.raycast import warp
-
     wp = warp()
 
     @wp.func

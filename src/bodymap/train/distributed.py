@@ -74,15 +74,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of a tensor over ranks (identity when single-process)."""
-    if not info.distributed:
-        return value
-    value = value.detach().clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / info.world_size
-
-
 def gather_objects(value: object, info: DistInfo) -> list[object]:
     """Every rank's `value` as a list indexed by rank, on every rank ([value] when single-process)."""
     if not info.distributed:

@@ -3,7 +3,7 @@
 mode `none` keeps the pretrained weights; `sparse` trains on the annotated points only (plus silhouettes); `dense`
 trains on the pseudo-GT maps weighted by their confidence. `use_flow_labels` adds video frames labelled by
 Slim DensePose's flow propagation, and `equivariance.weight` > 0 adds the equivariance loss, on video frame pairs
-with estimated flow (`flow`) or on synthetic warps (`tps`: a random similarity warp of the batch), Slim
+with estimated flow (`flow`) or on synthetic warps (`tps`: a random thin-plate-spline warp of the batch), Slim
 DensePose's comparison. Scored on the held-out set.
 """
 
@@ -15,17 +15,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from bodymap.cli import add_stage_inputs, add_training_options
+from bodymap.cli_options import add_stage_inputs, add_training_options
 from bodymap.config import FinetuneParams, Params
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.pairs import FramePairs, WithPairs
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.determinism import torch_threads
+from bodymap.eval.pipeline import evaluate_checkpoint
 from bodymap.io import write_json, write_run_info
-from bodymap.losses.equivariance import equivariance_loss, random_affine_flow
+from bodymap.losses.equivariance import equivariance_loss, synthetic_warp_loss
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
 from bodymap.models.registry import create_model
 from bodymap.template import BodyTemplate
@@ -33,7 +32,6 @@ from bodymap.tracking import Tracker
 from bodymap.train.checkpoint import LAST, load_checkpoint
 from bodymap.train.distributed import select_device, setup, teardown
 from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train, write_history
-from bodymap.train.pretrain import evaluate_model
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
 
     warp 'flow': features of video frame t must match those of frame t + k moved back along the estimated flow
     (the batch carries a frame pair, `bodymap.data.pairs`). warp 'tps': the synthetic baseline, a random
-    similarity warp of the batch's own images with its exact flow.
+    thin-plate-spline warp of the batch's own images (`random_tps_warp`) with its exact flow, in-frame pixels only.
     """
     weights = LossWeights.from_params(p.losses)
     eq = p.equivariance
@@ -75,17 +73,12 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
                 features_b = model(batch["pair_image_b"], batch["pair_cse_b"]).color_features
                 term = equivariance_loss(features_a, features_b, batch["pair_flow"], batch["pair_valid"])
             else:
-                b, _, h, w = batch["image"].shape
-                theta, flow = random_affine_flow(b, h, w, generator)
-                grid = torch.nn.functional.affine_grid(theta, (b, 1, h, w), align_corners=True).to(
-                    batch["image"].device
-                )
-                warp = lambda x: torch.nn.functional.grid_sample(x, grid, align_corners=True)  # noqa: E731
-                warped = model(warp(batch["image"]), warp(batch["cse"]) if "cse" in batch else None)
-                valid = torch.ones(b, h, w, device=flow.device)
-                device = outputs.color_features.device
-                term = equivariance_loss(
-                    outputs.color_features, warped.color_features, flow.to(device), valid.to(device)
+                term = synthetic_warp_loss(
+                    lambda image, cse: model(image, cse).color_features,
+                    batch["image"],
+                    batch.get("cse"),
+                    outputs.color_features,
+                    generator,
                 )
             total = total + eq.weight * term
             terms["equivariance"] = float(term.detach())
@@ -147,7 +140,9 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
             # Validation only: fine-tuning must raise the COCO-format figures without costing the synthetic ones.
             held_out = [sets[name] for name in ("coco_val", "val") if sets[name].exists()]
             size = params.render.image_size  # photos letterboxed to the training resolution, as in training
-            metrics = evaluate_model(args.template, checkpoint, held_out, args.cse, args.out, params, size)
+            metrics = evaluate_checkpoint(
+                args.template, checkpoint, held_out, args.cse, args.out, params.evaluate, p.train.device, size
+            )
             metrics["train_seconds"] = round(seconds, 1)
             metrics["examples"] = 0 if p.mode == "none" else len(dataset)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

@@ -28,6 +28,8 @@ from bodymap.determinism import torch_threads
 from bodymap.errors import BodymapError
 from bodymap.io import atomic_path
 from bodymap.log import progress
+from bodymap.remote import checkpoint_store
+from bodymap.storage import Storage
 from bodymap.tracking import Tracker
 from bodymap.train import distributed
 from bodymap.train.checkpoint import (
@@ -215,8 +217,6 @@ def _train(
     restart: bool,
     store: str | None,
 ) -> TrainResult:
-    from bodymap.remote import checkpoint_store
-
     start_time = time.monotonic()
     out_dir = Path(out_dir)
     store = store if store is not None else checkpoint_store(out_dir)
@@ -298,8 +298,6 @@ def _train(
                 run_hash=this_run,
             )
             if store is not None:
-                from bodymap.storage import Storage
-
                 Storage().publish_file(ckpt_path, f"{store.rstrip('/')}/{LAST}")
         distributed.barrier(dist_info)
 
@@ -355,8 +353,6 @@ def _train(
 def _existing_checkpoint(path: Path, store: str | None, device: torch.device) -> dict[str, Any] | None:
     """The checkpoint to resume from: `path`, else the store's `last.pt` (downloaded to `path`), else None."""
     if not path.exists() and store is not None:
-        from bodymap.storage import Storage
-
         storage = Storage()
         uri = f"{store.rstrip('/')}/{LAST}"
         if storage.exists(uri):

@@ -10,16 +10,16 @@ from typing import Any
 
 import torch
 
-from bodymap.cli import add_stage_inputs, add_training_options
+from bodymap.cli_options import add_stage_inputs, add_training_options
 from bodymap.config import AugmentParams, Params, PretrainParams
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
-from bodymap.data.sets import ImageSet, pipeline_sets
+from bodymap.data.sets import pipeline_sets
 from bodymap.determinism import torch_threads
+from bodymap.eval.pipeline import evaluate_checkpoint
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
 from bodymap.models.registry import build_model, model_args, params_overrides
-from bodymap.predict import load_bodymap, predict_images
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train.distributed import select_device, setup, teardown
@@ -80,32 +80,6 @@ def train_bodymap(
     )
 
 
-def evaluate_model(
-    template_dir: Path,
-    checkpoint: Path,
-    image_sets: list[ImageSet],
-    cse: Path,
-    out: Path,
-    params: Params,
-    size: int | None = None,
-) -> dict[str, Any]:
-    """Predict pipeline sets with a checkpoint and score them (`bodymap.eval.pipeline.specs_for`, metric keys
-    `bodymap/<set>/...`); flat metrics. `cse`: the cse_init outputs (one folder per set). `size`: the training
-    resolution photos are letterboxed to (None: each image's own, for renders already at it)."""
-    from bodymap.eval.pipeline import specs_for
-    from bodymap.eval.stage import run_evaluation
-
-    template = BodyTemplate.load(template_dir)
-    device = select_device(params.pretrain.train.device)
-    model = load_bodymap(checkpoint, device)
-    specs = []
-    for image_set in image_sets:
-        predictions = out / "predictions" / image_set.name
-        predict_images(model, template, image_set.images(), cse / image_set.name, predictions, device, size=size)
-        specs += specs_for("bodymap", image_set, predictions, image_set.name)
-    return run_evaluation(template, specs, params.evaluate, out / "evaluation")
-
-
 def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     p = params.pretrain
     template = BodyTemplate.load(args.template)
@@ -124,7 +98,9 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
             sets = pipeline_sets(args.render, params.pseudo_gt)
             held_out = [sets[name] for name in ("val", "test") if sets[name].exists()]
             # rendered sets only, already at the resolution pretraining trains on: no size, the letterbox is scale 1
-            metrics = evaluate_model(args.template, result.checkpoint, held_out, args.cse, args.out, params)
+            metrics = evaluate_checkpoint(
+                args.template, result.checkpoint, held_out, args.cse, args.out, params.evaluate, p.train.device
+            )
             metrics["train_seconds"] = round(result.seconds, 1)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
             tracker.log_artifact(args.out / "evaluation")
