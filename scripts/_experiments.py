@@ -39,7 +39,8 @@ def _metrics(entry: dict) -> dict[str, float]:
 
 
 def experiments() -> dict[str, dict[str, float]]:
-    """Experiment name ('workspace' for the current run) -> its flat metrics, from `dvc exp show --json`."""
+    """Experiment name ('workspace' for the current run) -> its flat metrics, from `dvc exp show --json`; runs that
+    failed are left out."""
     result = subprocess.run([DVC, "exp", "show", "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
     out: dict[str, dict[str, float]] = {}
     for baseline in json.loads(result.stdout):
@@ -48,6 +49,8 @@ def experiments() -> dict[str, dict[str, float]]:
             for revision in group.get("revs") or []:
                 candidates.append((revision.get("name") or group.get("name"), revision))
         for name, entry in candidates:
+            if entry.get("error"):  # a failed or killed run shows its baseline's metrics: not a sample
+                continue
             metrics = _metrics(entry)
             if metrics:
                 out[name] = metrics

@@ -68,3 +68,30 @@ def test_seed_experiments_set_every_training_seed_and_summarise_the_spread() -> 
     assert summary["bodymap"] == "22.0 ± 2.0 (20.0..24.0)"
     assert summary["bodymap - cse"] == "10.0 ± 1.7 (8.0..11.0)"  # gaps 8, 11, 11
     assert summary["cse"].startswith("12.0 ± 1.0")
+
+
+def test_failed_experiments_are_not_counted_as_samples(monkeypatch) -> None:
+    """A killed `dvc exp run` is listed with an error and its baseline's metrics; it must not count as a seed."""
+    import json
+    import subprocess
+
+    import _experiments
+
+    metrics = {"metrics/evaluate.json": {"data": {"bodymap/test/cm_10": 10.1}}}
+    shown = [
+        {
+            "rev": "workspace",
+            "data": {"metrics": metrics},
+            "experiments": [
+                {"name": "seed-1", "revs": [{"name": "seed-1", "error": None, "data": {"metrics": metrics}}]},
+                {"name": "seed-2", "revs": [{"name": "seed-2", "error": {"msg": "Experiment run failed"},
+                                             "data": {"metrics": metrics}}]},
+            ],
+        }
+    ]  # fmt: skip
+
+    def fake_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(shown), stderr="")
+
+    monkeypatch.setattr(_experiments.subprocess, "run", fake_run)
+    assert set(_experiments.experiments()) == {"workspace", "seed-1"}
