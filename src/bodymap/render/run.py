@@ -25,7 +25,7 @@ from bodymap.raycast import warp_device
 from bodymap.render.background import Backgrounds, list_background_images
 from bodymap.render.coco import coco_document
 from bodymap.render.contact import contact_sheet
-from bodymap.render.identity import sample_identities
+from bodymap.render.identity import Identity, sample_identities
 from bodymap.render.settings import RenderSettings
 from bodymap.template.mesh import BodyTemplate
 
@@ -43,11 +43,9 @@ PREPARE_IDENTITIES = 64
 _LAST: dict[tuple, Renderer] = {}
 
 
-def _setup(settings: RenderSettings, template_dir: Path) -> dict[str, Any]:
-    from bodymap.render.renderer import Renderer
-
-    files = list_background_images(settings.background_dir) if settings.background_dir else None
-    identities, pools = sample_identities(
+def _identities(settings: RenderSettings) -> tuple[list[Identity], dict[str, list[int]]]:
+    """The run's people and their split pools (`sample_identities` on the settings): the same in every process."""
+    return sample_identities(
         settings.seed,
         settings.identities,
         settings.val_fraction,
@@ -55,6 +53,13 @@ def _setup(settings: RenderSettings, template_dir: Path) -> dict[str, Any]:
         settings.shapes,
         settings.outfits,
     )
+
+
+def _setup(settings: RenderSettings, template_dir: Path) -> dict[str, Any]:
+    from bodymap.render.renderer import Renderer
+
+    files = list_background_images(settings.background_dir) if settings.background_dir else None
+    identities, pools = _identities(settings)
     npz = Path(template_dir) / "template.npz"
     key = (
         str(Path(template_dir).resolve()),
@@ -156,14 +161,7 @@ def _split_files(settings: RenderSettings, root: Path, results: list[ChunkResult
 
 
 def _top_manifest(settings: RenderSettings, template: BodyTemplate, counts: dict, shard: tuple[int, int]) -> dict:
-    identities, pools = sample_identities(
-        settings.seed,
-        settings.identities,
-        settings.val_fraction,
-        settings.test_fraction,
-        settings.shapes,
-        settings.outfits,
-    )
+    identities, pools = _identities(settings)
     manifest = {
         "seed": settings.seed,
         "params_hash": settings.params_hash,
