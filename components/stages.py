@@ -2,7 +2,7 @@
 
 Each body maps its artifacts to the command's path options and calls `run_stage`; the stage parameters arrive as
 one JSON text per params section (`<section>_params`), passed as `--set <section>=...` on top of the schema
-defaults. A component takes the sections its stage reads: its own, plus `pseudo_gt` (which DensePose-COCO set) and
+defaults. A component takes the sections its stage reads: its own, plus `data` (which DensePose-COCO set) and
 `evaluate` (how models are scored) for the stages that pick data sets or score a model.
 """
 
@@ -31,7 +31,7 @@ def cse_init(
     template: Input[Dataset],
     render: Input[Dataset],
     cse_init_params: str,
-    pseudo_gt_params: str,
+    data_params: str,
     evaluate_params: str,
     model: Output[Model],
     cse: Output[Dataset],
@@ -40,7 +40,7 @@ def cse_init(
 ):
     """Train CSE on the rendered people, infer it on every image set, score it as the baseline."""
     options = {"--template": template.path, "--render": render.path, "--out": cse.path, "--metrics": metrics.path}
-    sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    sections = {"cse_init": cse_init_params, "data": data_params, "evaluate": evaluate_params}
     run_training_stage("cse_init", options, model, sections, metrics, procs=max(gpus, 1))
 
 
@@ -49,7 +49,7 @@ def cse_train(
     template: Input[Dataset],
     render: Input[Dataset],
     cse_init_params: str,
-    pseudo_gt_params: str,
+    data_params: str,
     evaluate_params: str,
     model: Output[Model],
     metrics: Output[Metrics],
@@ -57,7 +57,7 @@ def cse_train(
 ):
     """Train CSE on the rendered people (the first step of a sharded cse_init: inference fans out after it)."""
     options = {"--template": template.path, "--render": render.path, "--metrics": metrics.path, "--train-only": []}
-    sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    sections = {"cse_init": cse_init_params, "data": data_params, "evaluate": evaluate_params}
     run_training_stage("cse_init", options, model, sections, metrics, procs=max(gpus, 1))
 
 
@@ -69,7 +69,7 @@ def cse_infer(
     shard: int,
     num_shards: int,
     cse_init_params: str,
-    pseudo_gt_params: str,
+    data_params: str,
     cse_shard: Output[Dataset],
     gpus: int = 0,
 ):
@@ -78,7 +78,7 @@ def cse_infer(
 
     options = {"--template": template.path, "--render": render.path, "--model": f"{model.path}/{LAST}"}
     options.update({"--shard": shard, "--num-shards": num_shards, "--out": cse_shard.path})
-    run_stage("cse_init", options, {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params})
+    run_stage("cse_init", options, {"cse_init": cse_init_params, "data": data_params})
 
 
 @component()
@@ -87,14 +87,14 @@ def cse_merge(
     render: Input[Dataset],
     shards: Input[List[Dataset]],  # noqa: UP006
     cse_init_params: str,
-    pseudo_gt_params: str,
+    data_params: str,
     evaluate_params: str,
     cse: Output[Dataset],
     metrics: Output[Metrics],
 ):
     """Join the CSE inference shards (the files one process writes) and score CSE as the baseline."""
     options = {"--template": template.path, "--render": render.path, "--merge": [s.path for s in shards]}
-    sections = {"cse_init": cse_init_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    sections = {"cse_init": cse_init_params, "data": data_params, "evaluate": evaluate_params}
     run_stage("cse_init", {**options, "--out": cse.path, "--metrics": metrics.path}, sections, metrics)
 
 
@@ -104,12 +104,14 @@ def pseudo_gt(
     render: Input[Dataset],
     cse: Input[Dataset],
     pseudo_gt_params: str,
+    data_params: str,
     pseudo_gt: Output[Dataset],
     metrics: Output[Metrics],
 ):
     """Dense pseudo-GT on DensePose-COCO (real or coco-like) from sparse points + CSE; flow-propagated video labels."""
     options = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--out": pseudo_gt.path}
-    run_stage("pseudo_gt", {**options, "--metrics": metrics.path}, {"pseudo_gt": pseudo_gt_params}, metrics)
+    sections = {"pseudo_gt": pseudo_gt_params, "data": data_params}
+    run_stage("pseudo_gt", {**options, "--metrics": metrics.path}, sections, metrics)
 
 
 @component(extra_helpers=(run_training_job,))
@@ -118,7 +120,6 @@ def pretrain(
     render: Input[Dataset],
     cse: Input[Dataset],
     pretrain_params: str,
-    pseudo_gt_params: str,
     evaluate_params: str,
     cluster_params: str,
     model: Output[Model],
@@ -134,7 +135,7 @@ def pretrain(
 
     inputs = {"--template": template, "--render": render, "--cse": cse}
     outputs = {"--model-dir": model, "--out": evaluation, "--metrics": metrics, "--plots": curve}
-    sections = {"pretrain": pretrain_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    sections = {"pretrain": pretrain_params, "evaluate": evaluate_params}  # rendered sets only: no `data`
     cluster = json.loads(cluster_params)
     if cluster["nodes"] > 1:
         run_training_job("pretrain", inputs, outputs, sections, cluster_params, metrics)
@@ -152,6 +153,7 @@ def finetune(
     pretrained: Input[Model],
     finetune_params: str,
     pseudo_gt_params: str,
+    data_params: str,
     evaluate_params: str,
     render_params: str,
     model: Output[Model],
@@ -165,7 +167,8 @@ def finetune(
 
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--pseudo-gt": pseudo_gt.path}
     outputs = {"--out": evaluation.path, "--metrics": metrics.path, "--plots": curve.path}
-    sections = {"finetune": finetune_params, "pseudo_gt": pseudo_gt_params, "evaluate": evaluate_params}
+    sections = {"finetune": finetune_params, "data": data_params, "evaluate": evaluate_params}
+    sections["pseudo_gt"] = pseudo_gt_params  # flow settings of the equivariance pairs
     sections["render"] = render_params  # fine-tuning letterboxes photos to the render resolution
     options = {**inputs, "--pretrained": f"{pretrained.path}/{LAST}", **outputs}
     run_training_stage("finetune", options, model, sections, metrics, procs=max(gpus, 1))
@@ -178,7 +181,7 @@ def evaluate(
     cse: Input[Dataset],
     model: Input[Model],
     evaluate_params: str,
-    pseudo_gt_params: str,
+    data_params: str,
     render_params: str,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
@@ -192,7 +195,7 @@ def evaluate(
     checkpoint = f"{model.path}/{LAST}"
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path, "--model": checkpoint}
     # render: photos are letterboxed to the training resolution, render.image_size
-    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params, "render": render_params}
+    sections = {"evaluate": evaluate_params, "data": data_params, "render": render_params}
     run_stage("evaluate", {**inputs, "--out": evaluation.path, "--metrics": metrics.path}, sections, metrics)
     shutil.copyfile(f"{evaluation.path}/report/report.md", report.path)
 
@@ -206,7 +209,7 @@ def evaluate_shard(
     shard: int,
     num_shards: int,
     evaluate_params: str,
-    pseudo_gt_params: str,
+    data_params: str,
     render_params: str,
     predictions: Output[Dataset],
 ):
@@ -220,7 +223,7 @@ def evaluate_shard(
         "--num-shards": num_shards,
         "--out": predictions.path,
     }
-    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params, "render": render_params}
+    sections = {"evaluate": evaluate_params, "data": data_params, "render": render_params}
     run_stage("evaluate", {**inputs, **shards}, sections)
 
 
@@ -232,7 +235,7 @@ def evaluate_merge(
     model: Input[Model],
     shards: Input[List[Dataset]],  # noqa: UP006
     evaluate_params: str,
-    pseudo_gt_params: str,
+    data_params: str,
     render_params: str,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
@@ -246,7 +249,7 @@ def evaluate_merge(
     inputs = {"--template": template.path, "--render": render.path, "--cse": cse.path}
     options = {**inputs, "--model": f"{model.path}/{LAST}", "--merge": [s.path for s in shards]}
     options.update({"--out": evaluation.path, "--metrics": metrics.path})
-    sections = {"evaluate": evaluate_params, "pseudo_gt": pseudo_gt_params, "render": render_params}
+    sections = {"evaluate": evaluate_params, "data": data_params, "render": render_params}
     run_stage("evaluate", options, sections, metrics)
     shutil.copyfile(f"{evaluation.path}/report/report.md", report.path)
 

@@ -36,7 +36,7 @@ from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from bodymap.cluster.manifest import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS, SHM_VOLUME, USER_ID, placement
-from bodymap.config import STAGES, ClusterParams, Params, section
+from bodymap.config import SHARED_SECTIONS, STAGES, ClusterParams, Params, section
 from components import (
     cse_infer,
     cse_init,
@@ -96,8 +96,8 @@ UNCACHED = ("register",)
 
 
 def stage_defaults(params: Params) -> dict[str, str]:
-    """Each stage's params section as the JSON text its pipeline parameter defaults to."""
-    return {stage: json.dumps(section(params, stage)) for stage in STAGES}
+    """Each stage's (and shared) params section as the JSON text its pipeline parameter defaults to."""
+    return {name: json.dumps(section(params, name)) for name in (*STAGES, *SHARED_SECTIONS)}
 
 
 def _size(task: dsl.PipelineTask, cpu: str, memory: str) -> None:
@@ -195,6 +195,7 @@ def build_pipeline(params: Params) -> GraphComponent:
         finetune_params: str = defaults["finetune"],
         evaluate_params: str = defaults["evaluate"],
         register_params: str = defaults["register"],
+        data_params: str = defaults["data"],
         cse_init_gpus: int = 0,
         finetune_gpus: int = 0,
     ) -> Metrics:
@@ -206,7 +207,7 @@ def build_pipeline(params: Params) -> GraphComponent:
         _stage_task(r, "render", cluster, POD_SIZES["render"])
         data["render"] = r.outputs["render"]
 
-        cse_sections = {"cse_init_params": cse_init_params, "pseudo_gt_params": pseudo_gt_params}
+        cse_sections = {"cse_init_params": cse_init_params, "data_params": data_params}
         if cluster.shards == 1:
             c = cse_init(**data, **cse_sections, evaluate_params=evaluate_params, gpus=cse_init_gpus)
             _training_task(c, "cse_init", cluster, training_pod, cse_init_gpus)
@@ -225,13 +226,12 @@ def build_pipeline(params: Params) -> GraphComponent:
             _stage_task(cm, "cse_merge", cluster, POD_SIZES["cse_merge"])
             data["cse"] = cm.outputs["cse"]
 
-        g = pseudo_gt(**data, pseudo_gt_params=pseudo_gt_params)
+        g = pseudo_gt(**data, pseudo_gt_params=pseudo_gt_params, data_params=data_params)
         _stage_task(g, "pseudo_gt", cluster, POD_SIZES["pseudo_gt"])
 
         p = pretrain(
             **data,
             pretrain_params=pretrain_params,
-            pseudo_gt_params=pseudo_gt_params,
             evaluate_params=evaluate_params,
             cluster_params=cluster_json,
         )
@@ -248,6 +248,7 @@ def build_pipeline(params: Params) -> GraphComponent:
             pretrained=p.outputs["model"],
             finetune_params=finetune_params,
             pseudo_gt_params=pseudo_gt_params,
+            data_params=data_params,
             evaluate_params=evaluate_params,
             render_params=render_params,
             gpus=finetune_gpus,
@@ -257,7 +258,7 @@ def build_pipeline(params: Params) -> GraphComponent:
         scoring = {
             "model": f.outputs["model"],
             "evaluate_params": evaluate_params,
-            "pseudo_gt_params": pseudo_gt_params,
+            "data_params": data_params,
             "render_params": render_params,
         }
         if cluster.shards == 1:

@@ -59,6 +59,22 @@ def test_bad_values_name_the_key_path(data, expected):
     assert "\n" not in message
 
 
+def test_an_old_params_file_is_told_where_the_coco_locations_moved(tmp_path):
+    """The DensePose-COCO locations were `pseudo_gt.coco_*`; an old file gets one error per key naming its new path."""
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"pseudo_gt": {"coco_annotations": "a.json", "coco_val_images": "val2014"}}))
+    with pytest.raises(BodymapError) as info:
+        load_params(old)
+    assert str(info.value) == (
+        f"{old}: pseudo_gt.coco_annotations: moved to data.coco.train_annotations; "
+        "pseudo_gt.coco_val_images: moved to data.coco.val_images"
+    )
+    with pytest.raises(BodymapError, match="pseudo_gt.coco_test_images: moved to data.coco.test_images"):
+        load_params(None, ["pseudo_gt.coco_test_images=/data/coco/val2014"])
+    moved = load_params(None, ["data.coco.test_images=/data/coco/val2014"])
+    assert moved.data.coco.test_images == "/data/coco/val2014"
+
+
 def test_every_error_is_reported_at_once():
     with pytest.raises(BodymapError) as info:
         validate_params({"render": {"image_size": -1, "seed": "x"}, "template": {"lbo_k": 0}})

@@ -17,7 +17,7 @@ import yaml
 
 from bodymap.cli import COMMANDS
 from bodymap.cluster.manifest import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS, placement
-from bodymap.config import STAGES, load_params, validate_params
+from bodymap.config import SHARED_SECTIONS, STAGES, load_params, validate_params
 from components import STAGE_COMPONENTS, gpu_placement, pretrain
 from pipelines.compile import PIPELINE_YAML, compile_pipeline, main
 from pipelines.pipeline import PREEMPTIBLE, UNCACHED
@@ -87,10 +87,11 @@ def test_dag_is_the_dvc_chain(ir):
 def test_every_stage_parameter_is_a_run_parameter_defaulting_to_params_yaml(ir):
     spec, _ = ir
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    for stage in STAGES:
-        default = json.loads(inputs[f"{stage}_params"]["defaultValue"])
-        assert default == getattr(PARAMS, stage).model_dump(mode="json")
-    assert validate_params({s: json.loads(inputs[f"{s}_params"]["defaultValue"]) for s in STAGES}) == PARAMS
+    sections = (*STAGES, *SHARED_SECTIONS)
+    for name in sections:
+        default = json.loads(inputs[f"{name}_params"]["defaultValue"])
+        assert default == getattr(PARAMS, name).model_dump(mode="json")
+    assert validate_params({s: json.loads(inputs[f"{s}_params"]["defaultValue"]) for s in sections}) == PARAMS
     assert inputs["cse_init_gpus"]["defaultValue"] == 0 and inputs["finetune_gpus"]["defaultValue"] == 0
 
 
@@ -205,7 +206,7 @@ def test_components_pass_every_section_their_stage_reads():
     for stage, comp in STAGE_COMPONENTS.items():
         module = COMMANDS[stage][0]
         source = (ROOT / "src" / (module.replace(".", "/") + ".py")).read_text()
-        read = set(re.findall(r"\bparams\.([a-z_]+)\b", source)) & set(STAGES)
+        read = set(re.findall(r"\bparams\.([a-z_]+)\b", source)) & {*STAGES, *SHARED_SECTIONS}
         given = {name.removesuffix("_params") for name in comp.component_spec.inputs if name.endswith("_params")}
         assert read <= given, f"{stage} reads {sorted(read - given)} but its component does not take them"
 
@@ -253,7 +254,6 @@ def test_multinode_pretrain_is_a_cpu_launcher_that_submits_a_training_job(tmp_pa
     pretrain.python_func(
         **artifact,
         pretrain_params=json.dumps(PARAMS.pretrain.model_dump(mode="json")),
-        pseudo_gt_params=json.dumps(PARAMS.pseudo_gt.model_dump(mode="json")),
         evaluate_params=json.dumps(PARAMS.evaluate.model_dump(mode="json")),
         cluster_params=json.dumps(cluster.model_dump(mode="json")),
     )
@@ -292,7 +292,6 @@ def test_single_node_pretrain_keeps_its_checkpoint_on_the_store(tmp_path, monkey
     pretrain.python_func(
         **artifact,
         pretrain_params=json.dumps(PARAMS.pretrain.model_dump(mode="json")),
-        pseudo_gt_params=json.dumps(PARAMS.pseudo_gt.model_dump(mode="json")),
         evaluate_params=json.dumps(PARAMS.evaluate.model_dump(mode="json")),
         cluster_params=json.dumps(CLUSTER.model_dump(mode="json")),
     )

@@ -6,7 +6,7 @@ truth; a DensePose-PoseTrack JSON (`vid_id`, `frame_id`, `nframes`, `is_labeled`
 `track_id`) with its frames under `images/<split>/<video>/`. The template is built by `bodymap template` from an
 SMPL-format model file and a `UV_Processed.mat` (tests/densepose_files.py: the Anny mesh, which the rendered
 pretraining data is made of, so the test names it as that template). Then pseudo_gt -> finetune -> evaluate run
-from the `pseudo_gt.coco_*` params, the real stage commands, as subprocesses.
+from the `data.coco` params, the real stage commands, as subprocesses.
 """
 
 from __future__ import annotations
@@ -144,10 +144,10 @@ def real(tmp_path_factory, template, template_dir: Path, rendered: Path) -> tupl
                                   coco / "val2014", coco_name("val")),
     }  # fmt: skip
     params = _merge(default_params_dict(), TINY)
-    params["pseudo_gt"].update(
-        coco_annotations=str(root / "posetrack_train.json"), coco_images=str(root / "posetrack"),
-        coco_val_annotations=str(root / "densepose_coco_2014_minival.json"), coco_val_images=str(coco / "val2014"),
-        coco_test_annotations=str(root / "densepose_coco_2014_test.json"), coco_test_images=str(coco / "val2014"),
+    params["data"]["coco"].update(
+        train_annotations=str(root / "posetrack_train.json"), train_images=str(root / "posetrack"),
+        val_annotations=str(root / "densepose_coco_2014_minival.json"), val_images=str(coco / "val2014"),
+        test_annotations=str(root / "densepose_coco_2014_test.json"), test_images=str(coco / "val2014"),
     )  # fmt: skip
     work = Work(root, params)
     (root / "metrics").mkdir()

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from bodymap.config import STAGES
+from bodymap.config import SHARED_SECTIONS, STAGES
 from bodymap.registry.promote import decide, metric_tags, metrics_from_tags, promote_version
 from bodymap.tracking import Tracker, dvc_hashes, with_retry
 
@@ -171,7 +171,7 @@ def test_dvc_stage_graph_is_the_design_order():
             if producer is not None:
                 assert STAGES.index(producer) < index, f"{name} depends on {dep} from {producer}"
         assert stage["cmd"].split()[:2] == ["bodymap", name]
-        assert all(p == name or p.split(".")[0] in STAGES for p in stage.get("params", []))
+        assert all(p == name or p.split(".")[0] in (*STAGES, *SHARED_SECTIONS) for p in stage.get("params", []))
     assert dvc_hashes([Path("nothing")], ROOT / "no-such.lock") == {}
 
 

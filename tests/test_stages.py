@@ -248,7 +248,7 @@ def test_evaluate_in_shards_merges_into_the_unsharded_predictions(work: Work, ev
 
     checkpoint = work.root / "models" / "finetune" / "last.pt"
     params = load_params(work.params)
-    sets = pipeline_sets(work.render, params.pseudo_gt)
+    sets = pipeline_sets(work.render, params.data.coco)
     shards = [work.root / f"eval-shard{k}" for k in range(2)]
     size = params.render.image_size
     with torch_threads(params.evaluate.threads):  # as `bodymap evaluate --shard` runs it (bits follow the count)

@@ -22,9 +22,12 @@ from pydantic import BaseModel, ValidationError
 from bodymap.cluster_schema import ClusterParams, TolerationParams
 from bodymap.errors import BodymapError
 from bodymap.schema import (
+    SHARED_SECTIONS,
     STAGES,
     AugmentParams,
+    CocoLocations,
     CseParams,
+    DataParams,
     EvaluateParams,
     FinetuneParams,
     Geodesics,
@@ -44,7 +47,8 @@ warnings.filterwarnings("ignore", message='Field name "register" in "Params" sha
 
 
 class Params(Strict):
-    """The whole params.yaml: one section per stage (`dvc.yaml`'s stage names), then `cluster` (not a stage)."""
+    """The whole params.yaml: one section per stage (`dvc.yaml`'s stage names), then `data` (the input data sets,
+    read by several stages) and `cluster` (not a stage)."""
 
     template: TemplateParams = TemplateParams()
     render: RenderParams = RenderParams()
@@ -54,7 +58,19 @@ class Params(Strict):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
+    data: DataParams = DataParams()
     cluster: ClusterParams = ClusterParams()
+
+
+# Keys an older params file may still have: path -> where the value lives now (the error message says so).
+MOVED = {
+    ("pseudo_gt", "coco_annotations"): "data.coco.train_annotations",
+    ("pseudo_gt", "coco_images"): "data.coco.train_images",
+    ("pseudo_gt", "coco_val_annotations"): "data.coco.val_annotations",
+    ("pseudo_gt", "coco_val_images"): "data.coco.val_images",
+    ("pseudo_gt", "coco_test_annotations"): "data.coco.test_annotations",
+    ("pseudo_gt", "coco_test_images"): "data.coco.test_images",
+}
 
 
 # ------------------------------------------------------------------------------------------- loading and messages
@@ -128,6 +144,8 @@ def _format_error(error: dict[str, Any], model: type[BaseModel]) -> str:
     path = ".".join(str(p) for p in loc) or "(top level)"
     got = json.dumps(error["input"], default=str) if error["type"] != "missing" else "nothing"
     if error["type"] == "extra_forbidden":
+        if loc in MOVED:
+            return f"{path}: moved to {MOVED[loc]}"
         parent = _target_at(model, loc[:-1])
         owner = parent[0] if parent is not None else None
         known = ", ".join(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else ""
@@ -209,17 +227,22 @@ def default_params_dict() -> dict[str, Any]:
 
 
 def section(params: Params, stage: str) -> dict[str, Any]:
-    """One stage's resolved parameters as plain data (what the stage records next to its outputs)."""
-    if stage not in STAGES:
+    """One stage's (or shared section's) resolved parameters as plain data (what the stage records next to its
+    outputs)."""
+    if stage not in STAGES and stage not in SHARED_SECTIONS:
         raise KeyError(stage)
     return getattr(params, stage).model_dump(mode="json")
 
 
 __all__ = [
+    "MOVED",
+    "SHARED_SECTIONS",
     "STAGES",
     "AugmentParams",
     "ClusterParams",
+    "CocoLocations",
     "CseParams",
+    "DataParams",
     "EvaluateParams",
     "FinetuneParams",
     "Geodesics",

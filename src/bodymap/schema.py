@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 STAGES = ("template", "render", "cse_init", "pseudo_gt", "pretrain", "finetune", "evaluate", "register")
+# Sections no stage owns: read by every stage that needs them (in dvc.yaml's `params:` and the KFP components).
+SHARED_SECTIONS = ("data",)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -385,14 +387,8 @@ class FlowParams(Strict):
 
 
 class PseudoGtParams(Strict):
-    """Dense pseudo ground truth from sparse points + CSE. `coco_*` point to a real DensePose-COCO set."""
+    """Dense pseudo ground truth from sparse points + CSE (on the DensePose-COCO set of `data.coco`)."""
 
-    coco_annotations: str | None = None
-    coco_images: str | None = None
-    coco_val_annotations: str | None = None
-    coco_val_images: str | None = None
-    coco_test_annotations: str | None = None
-    coco_test_images: str | None = None
     correction_sigma_px: PositiveFloat = 6.0
     max_correction_m: PositiveFloat = 0.15
     pictures: NonNegInt = 6
@@ -455,3 +451,22 @@ class RegisterParams(Strict):
     primary_metric: str = "bodymap/coco_val/gpsm_ap"
     margin: NonNegFloat = 0.0
     guard_metrics: dict[str, NonNegFloat] = {"bodymap/val/window_10px": 5.0, "bodymap/val/gpsm_ap": 5.0}
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+class CocoLocations(Strict):
+    """A real DensePose-COCO set: each split's annotation JSON and image folder. A split left null (the default)
+    is the rendered coco-like one (`bodymap.data.sets`)."""
+
+    train_annotations: str | None = None
+    train_images: str | None = None
+    val_annotations: str | None = None
+    val_images: str | None = None
+    test_annotations: str | None = None
+    test_images: str | None = None
+
+
+class DataParams(Strict):
+    """Where the input data sets are: read by cse_init, pseudo_gt, finetune and evaluate."""
+
+    coco: CocoLocations = CocoLocations()

@@ -178,7 +178,7 @@ def run_cse_init(
 
 def _sets_to_infer(render_dir: Path, params: Params) -> dict[str, list]:
     """Every image set later stages read that exists: name -> its images."""
-    return {name: s.images() for name, s in pipeline_sets(render_dir, params.pseudo_gt).items() if s.exists()}
+    return {name: s.images() for name, s in pipeline_sets(render_dir, params.data.coco).items() if s.exists()}
 
 
 def infer_and_score(
@@ -192,7 +192,7 @@ def infer_and_score(
         checkpoint, _sets_to_infer(render_dir, params), out_dir, template.name, device, p.vertex_chunk, p.workers
     )
     figures: dict[str, Any] = {f"images_{name}": count for name, count in counts.items()}
-    figures.update(evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params.evaluate))
+    figures.update(evaluate_baseline(template, pipeline_sets(render_dir, params.data.coco), out_dir, params.evaluate))
     return figures
 
 
@@ -206,7 +206,7 @@ def merge_and_score(
         counts = merge_shards(shard_dirs, out_dir, "cse")
         figures: dict[str, Any] = {f"images_{name}": count for name, count in counts.items()}
         figures.update(
-            evaluate_baseline(template, pipeline_sets(render_dir, params.pseudo_gt), out_dir, params.evaluate)
+            evaluate_baseline(template, pipeline_sets(render_dir, params.data.coco), out_dir, params.evaluate)
         )
         tracker.log_metrics({k: v for k, v in figures.items() if isinstance(v, int | float)})
         tracker.log_artifact(out_dir / "evaluation")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bodymap.config import PseudoGtParams
+from bodymap.config import CocoLocations
 from bodymap.data.images import ImageEntry, list_images
 from bodymap.errors import BodymapError
 
@@ -52,23 +52,28 @@ def _rendered(name: str, split: Path, gt_kind: str = "dense") -> ImageSet:
     return ImageSet(name, split, split / "annotations.json", split, gt_kind)
 
 
-def pipeline_sets(render: Path, coco: PseudoGtParams) -> dict[str, ImageSet]:
-    """The sets of a pipeline run: rendered ones under `render`, DensePose-COCO ones real or coco-like."""
-    sets = {
+def rendered_sets(render: Path) -> dict[str, ImageSet]:
+    """The rendered sets under `render` (no DensePose-COCO set: those are `pipeline_sets`')."""
+    return {
         "train": _rendered("train", render / "train"),
         "val": _rendered("val", render / "val"),
         "test": _rendered("test", render / "test"),
         "video": _rendered("video", render / "video", "video"),
         "video_train": _rendered("video_train", render / "video_train", "video"),
     }
+
+
+def pipeline_sets(render: Path, coco: CocoLocations) -> dict[str, ImageSet]:
+    """The sets of a pipeline run: rendered ones under `render`, DensePose-COCO ones real (`data.coco`) or coco-like."""
+    sets = rendered_sets(render)
     for name, ann, images, split in (
-        ("coco_train", coco.coco_annotations, coco.coco_images, "train"),
-        ("coco_val", coco.coco_val_annotations, coco.coco_val_images, "val"),
-        ("coco_test", coco.coco_test_annotations, coco.coco_test_images, "test"),
+        ("coco_train", coco.train_annotations, coco.train_images, "train"),
+        ("coco_val", coco.val_annotations, coco.val_images, "val"),
+        ("coco_test", coco.test_annotations, coco.test_images, "test"),
     ):
         if ann is not None:
             if images is None:
-                raise BodymapError(f"pseudo_gt: the image folder for {ann} is not set (coco_*images)")
+                raise BodymapError(f"data.coco.{split}_images: the image folder for {ann} is not set")
             sets[name] = ImageSet(name, Path(images), Path(ann), None, "coco")
         else:
             root = render / "coco_like" / split

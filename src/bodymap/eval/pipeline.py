@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bodymap.config import EvaluateParams, PseudoGtParams
+from bodymap.config import CocoLocations, EvaluateParams
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.eval.floors import FLOORS, write_floor_predictions
 from bodymap.eval.run import EvalSpec, run_evaluation, specs_for
@@ -96,7 +96,7 @@ def evaluate_pipeline(
     checkpoint: Path,
     out: Path,
     evaluate: EvaluateParams,
-    coco: PseudoGtParams,
+    coco: CocoLocations,
     image_size: int,
 ) -> dict[str, Any]:
     """Predict every report set with the fine-tuned model, score it, the CSE baseline and the floors drawn on its
@@ -168,7 +168,7 @@ def score_pipeline(
     checkpoint: Path,
     out: Path,
     evaluate: EvaluateParams,
-    coco: PseudoGtParams,
+    coco: CocoLocations,
 ) -> dict[str, Any]:
     """Score BodyMap's predictions in `out/predictions/bodymap/<set>/` (`predict_report_sets`, or shards merged),
     the CSE baseline and the floors drawn on BodyMap's silhouettes; write `out/report/`. Returns the flat metrics."""

@@ -87,7 +87,7 @@ def main(args: argparse.Namespace, params: Params) -> int:
             raise BodymapError("pipeline mode (--model) needs --render and --cse, and takes no --eval")
         if args.shard is not None:  # one shard of the predictions, scored after --merge
             check_shard(args.shard, args.num_shards)
-            sets = pipeline_sets(args.render, params.pseudo_gt)
+            sets = pipeline_sets(args.render, params.data.coco)
             with torch_threads(params.evaluate.threads):
                 predict_report_sets(
                     args.template, sets, args.cse, args.model, args.out, params.render.image_size,
@@ -103,12 +103,12 @@ def main(args: argparse.Namespace, params: Params) -> int:
             if args.merge:
                 merge_shards(args.merge, args.out / "predictions" / "bodymap", "predictions")
                 flat = score_pipeline(
-                    args.template, args.render, args.cse, args.model, args.out, params.evaluate, params.pseudo_gt
+                    args.template, args.render, args.cse, args.model, args.out, params.evaluate, params.data.coco
                 )
             else:
                 flat = evaluate_pipeline(
                     args.template, args.render, args.cse, args.model, args.out,
-                    params.evaluate, params.pseudo_gt, params.render.image_size,
+                    params.evaluate, params.data.coco, params.render.image_size,
                 )  # fmt: skip
             tracker.log_metrics({k: v for k, v in flat.items() if v is not None})
             tracker.log_artifact(args.out / "report")

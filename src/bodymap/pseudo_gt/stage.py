@@ -242,17 +242,22 @@ def propagate_video(
 def run_pseudo_gt(args: argparse.Namespace, params: Params) -> dict[str, float | None]:
     p = params.pseudo_gt
     template = BodyTemplate.load(args.template)
-    sets = pipeline_sets(args.render, p)
+    sets = pipeline_sets(args.render, params.data.coco)
+    data = params.data.model_dump(mode="json")  # which DensePose-COCO set the labels are made on
     tracker = Tracker()
     with (
-        tracker.run("pseudo_gt", params=p.model_dump(mode="json"), inputs=[args.template, args.render, args.cse]),
+        tracker.run(
+            "pseudo_gt",
+            params={**p.model_dump(mode="json"), "data": data},
+            inputs=[args.template, args.render, args.cse],
+        ),
         atomic_dir(args.out) as tmp,
     ):
         figures = build_coco_pseudo_gt(sets["coco_train"], args.cse / "coco_train", template, p, tmp)
         # Labels for training come from train identities only (video_train); the test video stays unseen.
         if p.flow.enabled and sets["video_train"].exists():
             figures.update(propagate_video(sets["video_train"].root, args.cse / "video_train", template, p, tmp))
-        write_run_info(tmp, "pseudo_gt", p.model_dump(mode="json"))
+        write_run_info(tmp, "pseudo_gt", p.model_dump(mode="json"), data=data)
         tracker.log_metrics({k: v for k, v in figures.items() if v is not None})
         if (tmp / "pictures").is_dir():
             tracker.log_artifact(tmp / "pictures")

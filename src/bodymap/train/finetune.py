@@ -91,7 +91,7 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     p = params.finetune
     template = BodyTemplate.load(args.template)
     pretrained = load_checkpoint(args.pretrained)
-    sets = pipeline_sets(args.render, params.pseudo_gt)
+    sets = pipeline_sets(args.render, params.data.coco)
     tracker = Tracker()
     metrics: dict[str, Any] = {}
     inputs = [args.template, args.render, args.cse, args.pseudo_gt, args.pretrained.parent]

@@ -14,7 +14,7 @@ from bodymap.cli_options import add_stage_inputs, add_training_options
 from bodymap.config import AugmentParams, Params, PretrainParams
 from bodymap.data.augment import AugmentConfig
 from bodymap.data.rendered import DenseDataset, Source
-from bodymap.data.sets import pipeline_sets
+from bodymap.data.sets import rendered_sets
 from bodymap.determinism import torch_threads
 from bodymap.eval.pipeline import evaluate_checkpoint
 from bodymap.io import write_json, write_run_info
@@ -95,7 +95,7 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         result = train_bodymap(template, dataset, p, args.model_dir, tracker, restart=args.restart)
         metrics: dict[str, Any] = {}
         if setup(p.train.device).is_main:
-            sets = pipeline_sets(args.render, params.pseudo_gt)
+            sets = rendered_sets(args.render)
             held_out = [sets[name] for name in ("val", "test") if sets[name].exists()]
             # rendered sets only, already at the resolution pretraining trains on: no size, the letterbox is scale 1
             metrics = evaluate_checkpoint(
