@@ -19,7 +19,8 @@ from eval_toys import (
     write_dense_predictions,
 )
 
-from bodymap.eval import EvalSettings, evaluate_set, load_ground_truth
+from bodymap.config import EvaluateParams
+from bodymap.eval import evaluate_set, load_ground_truth
 from bodymap.eval.densepose_ap import MODES, THRESHOLDS, evaluate_ap, gps_matrices, match, similarities
 from bodymap.eval.evaluate import gt_box_detections
 from bodymap.eval.groundtruth import KAPPA
@@ -209,7 +210,7 @@ def test_kappa_switch_uses_one_global_kappa(people, template, tmp_path):
     gt = load_ground_truth("coco", tmp_path / "split" / "annotations.json", template=template)
     sets = PredictionSet.open(predictions, num_vertices=template.num_vertices, template_name=template.name)
     per_part, global_kappa = (
-        evaluate_set(ground_truth=gt, predictions=sets, template=template, settings=EvalSettings(kappa=k))
+        evaluate_set(ground_truth=gt, predictions=sets, template=template, settings=EvaluateParams(kappa=k))
         for k in ("per_part", "global")
     )
     v = gt.coco.vertex

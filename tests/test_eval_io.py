@@ -11,9 +11,9 @@ import yaml
 from eval_toys import neighbour_table, noisy, write_dense_predictions
 
 from bodymap import cli
+from bodymap.config import EvaluateParams
 from bodymap.errors import BodymapError
 from bodymap.eval import (
-    EvalSettings,
     PredictionSet,
     PredictionWriter,
     dense_to_instances,
@@ -86,7 +86,7 @@ def _error(call) -> str:
 def test_malformed_predictions_name_file_record_and_field(tmp_path, template, split):
     root, scenes = split
     gt = load_ground_truth("dense", root, template=template)
-    settings = EvalSettings(visualisations=0)
+    settings = EvaluateParams(visualisations=0)
 
     def evaluate(directory):
         preds = PredictionSet.open(directory, num_vertices=template.num_vertices, template_name=template.name)

@@ -5,18 +5,16 @@ Entry points: `evaluate_set` (one prediction set on one ground truth) and `write
 several); the prediction format is `bodymap.eval.predictions`; the command is `bodymap evaluate`.
 """
 
-from bodymap.eval.evaluate import EvalSettings, SetResult, build_settings, evaluate_set, flatten, write_report
+from bodymap.eval.evaluate import SetResult, evaluate_set, flatten, write_report
 from bodymap.eval.groundtruth import GroundTruth, load_ground_truth, read_coco
 from bodymap.eval.predictions import Instances, PredictionSet, PredictionWriter, dense_to_instances
 
 __all__ = [
-    "EvalSettings",
     "GroundTruth",
     "Instances",
     "PredictionSet",
     "PredictionWriter",
     "SetResult",
-    "build_settings",
     "dense_to_instances",
     "evaluate_set",
     "flatten",

@@ -48,36 +48,9 @@ log = logging.getLogger(__name__)
 Metrics = dict[str, float | None]
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    """The evaluator's knobs (see `EvaluateParams`)."""
-
-    windows_px: tuple[int, ...] = (5, 10, 20)
-    geodesic_cm: tuple[float, ...] = (5.0, 10.0, 20.0)
-    reference_height_px: float = 1024.0
-    temporal_intervals: tuple[int, ...] = (1, 12, 120)
-    temporal_tau_cm: float = 5.0
-    temporal_window_px: float = 32.0
-    kappa: str = "per_part"
-    max_detections: int = 20
-    min_instance_pixels: int = 16
-    visualisations: int = 4
-
-
-def build_settings(p: EvaluateParams) -> EvalSettings:
-    """Translate the `evaluate` params section into `EvalSettings`."""
-    return EvalSettings(
-        windows_px=tuple(sorted(set(p.windows_px))),
-        geodesic_cm=tuple(sorted(set(p.geodesic_cm))),
-        reference_height_px=p.reference_height_px,
-        temporal_intervals=tuple(sorted(set(p.temporal_intervals))),
-        temporal_tau_cm=p.temporal_tau_cm,
-        temporal_window_px=p.temporal_window_px,
-        kappa=p.kappa,
-        max_detections=p.max_detections,
-        min_instance_pixels=p.min_instance_pixels,
-        visualisations=p.visualisations,
-    )
+def _ascending(values: list[int] | list[float]) -> tuple:
+    """A radius or interval list as the evaluator uses it: each value once, smallest first."""
+    return tuple(sorted(set(values)))
 
 
 @dataclass
@@ -137,7 +110,7 @@ def _evaluate_coco(
     ground_truth: GroundTruth,
     predictions: PredictionSet,
     template: BodyTemplate,
-    settings: EvalSettings,
+    settings: EvaluateParams,
     points: PointAccumulator | None,
     vis_dir: Path | None,
 ) -> tuple[APResult, APResult, int]:
@@ -181,7 +154,7 @@ def _dense_points(
     ground_truth: GroundTruth,
     predictions: PredictionSet,
     template: BodyTemplate,
-    settings: EvalSettings,
+    settings: EvaluateParams,
     points: PointAccumulator,
     vis_dir: Path | None,
 ) -> None:
@@ -208,7 +181,7 @@ def _dense_points(
 
 
 def _temporal(
-    ground_truth: GroundTruth, predictions: PredictionSet, template: BodyTemplate, settings: EvalSettings
+    ground_truth: GroundTruth, predictions: PredictionSet, template: BodyTemplate, settings: EvaluateParams
 ) -> Metrics:
     dense = ground_truth.dense
     assert dense is not None
@@ -227,7 +200,7 @@ def _temporal(
     counts = temporal_consistency(
         {name: len(keys) for name, keys in dense.sequences.items()},
         load,
-        intervals=settings.temporal_intervals,
+        intervals=_ascending(settings.temporal_intervals),
         geodesics=template.geodesics,
         tau_m=settings.temporal_tau_cm / 100.0,
         window_px=settings.temporal_window_px,
@@ -244,13 +217,15 @@ def evaluate_set(
     ground_truth: GroundTruth,
     predictions: PredictionSet,
     template: BodyTemplate,
-    settings: EvalSettings,
+    settings: EvaluateParams,
     out_dir: Path | None = None,
     title: str = "",
 ) -> SetResult:
     """All metrics of one prediction set on one ground truth (see the module docstring for which).
 
     Args:
+        settings: the `evaluate` params section (radii, intervals, kappa, detections, pictures; the radius and
+            interval lists are taken sorted, each value once).
         out_dir: when given, PR curves (`pr_<mode>.csv`, `pr.png`) and `vis/*.png` panels are written there.
     Returns:
         SetResult; metrics keys: `<mode>_ap..._arl` (mode gps, gpsm, iou) for the predicted detections and
@@ -263,8 +238,8 @@ def evaluate_set(
     points = PointAccumulator(
         template.geodesics,
         template.chart,
-        windows_px=settings.windows_px,
-        cm=settings.geodesic_cm,
+        windows_px=_ascending(settings.windows_px),
+        cm=_ascending(settings.geodesic_cm),
         min_spacing_m=template.mean_edge_length,
         reference_height_px=settings.reference_height_px,
     )
@@ -308,9 +283,7 @@ def write_report(results: Mapping[str, Mapping[str, float | None]], path: str | 
 
 
 __all__ = [
-    "EvalSettings",
     "SetResult",
-    "build_settings",
     "check_predictions",
     "evaluate_set",
     "flatten",

@@ -10,7 +10,7 @@ from pathlib import Path
 from bodymap.config import EvaluateParams
 from bodymap.data.sets import ImageSet
 from bodymap.errors import BodymapError
-from bodymap.eval.evaluate import build_settings, evaluate_set, write_report
+from bodymap.eval.evaluate import evaluate_set, write_report
 from bodymap.eval.groundtruth import GroundTruth, load_ground_truth
 from bodymap.eval.predictions import PredictionSet
 from bodymap.io import atomic_dir, write_run_info
@@ -75,7 +75,6 @@ def run_evaluation(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise BodymapError(f"--eval names must be unique, got {', '.join(names)}")
-    settings = build_settings(p)
     ground_truths: dict[tuple[str, Path, Path | None], GroundTruth] = {}
     results = {}
     with atomic_dir(out) as tmp:
@@ -90,7 +89,7 @@ def run_evaluation(
                 ground_truth=ground_truths[key],
                 predictions=predictions,
                 template=template,
-                settings=settings,
+                settings=p,
                 out_dir=tmp / spec.name,
                 title=spec.name,
             )
