@@ -21,8 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from bodymap.config import LossParams
 from bodymap.losses import (
-    LossWeights,
     TemplateTensors,
     chart_weight_table,
     classification_loss,
@@ -62,7 +62,7 @@ def _batch(batch: int, size: int, num_vertices: int, seed: int = 0) -> dict[str,
 
 def _loss_fn(template: TemplateTensors | None) -> Callable[[BodyMapOutput, dict[str, torch.Tensor]], torch.Tensor]:
     if template is not None:
-        weights = LossWeights()
+        weights = LossParams()
         return lambda out, batch: total_loss(out, batch, weights, template, torch.Generator().manual_seed(0))[0]
     colors = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(13348, 3)))
     table = chart_weight_table(2.0, 2.0)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from bodymap.losses import LossWeights, total_loss
+from bodymap.config import LossParams, TrainParams
+from bodymap.losses import total_loss
 from bodymap.models import create_model
-from bodymap.train.loop import TrainConfig, amp_settings
+from bodymap.train.loop import amp_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import _batch, _loss_fn, _median_ms  # the synthetic batch, losses and timer of benchmarks/models.py
@@ -74,7 +75,7 @@ def worker(
     model = create_model(name).to(dev).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     amp_dtype = {"auto": "float16", "off": "float16"}.get(amp, amp)
-    config = TrainConfig(steps=steps, batch_size=batch, lr=1e-4, amp=amp != "off", amp_dtype=amp_dtype)
+    config = TrainParams(steps=steps, batch_size=batch, lr=1e-4, amp=amp != "off", amp_dtype=amp_dtype)
     dtype, use_amp, use_scaler = amp_settings(config, dev)  # as the training loop decides
     scaler = torch.amp.GradScaler(dev.type, enabled=use_scaler)
     loss_fn = _loss_fn(template)
@@ -117,7 +118,7 @@ def worker(
             outputs = model(data["image"], data["cse"])
 
         def losses_only() -> None:
-            total_loss(outputs, data, LossWeights(), template, torch.Generator().manual_seed(0))
+            total_loss(outputs, data, LossParams(), template, torch.Generator().manual_seed(0))
             _sync(dev)
 
         row["loss_ms"] = _median_ms(losses_only, repeats=5)

@@ -77,21 +77,21 @@ def cse_outputs(template_dir: Path, render: Path, out: Path, steps: int) -> None
     from bodymap.config import CseParams
     from bodymap.cse.infer import infer_split, load_cse_model
     from bodymap.cse.stage import build_cse, make_loss
-    from bodymap.data.augment import AugmentConfig
+    from bodymap.data.augment import NO_AUGMENT
     from bodymap.data.images import list_images
     from bodymap.data.rendered import DenseDataset, Source
     from bodymap.template import BodyTemplate
     from bodymap.tracking import Tracker
-    from bodymap.train import TrainConfig, train
+    from bodymap.train import train
 
     template = BodyTemplate.load(template_dir)
     p = CseParams.model_validate({"train": {"steps": steps, "batch_size": 4, "warmup_steps": 2, "device": "cpu"}})
     model, args = build_cse(template, p)
     dataset = DenseDataset(
-        [Source.rendered(render / "train")], template.symmetry, template.colors, template.chart, AugmentConfig()
+        [Source.rendered(render / "train")], template.symmetry, template.colors, template.chart, NO_AUGMENT
     )
     model_dir = out.parent / "cse-model"
-    train(model, dataset, make_loss(template, p), TrainConfig.from_params(p.train), model_dir, "cse", args,
+    train(model, dataset, make_loss(template, p), p.train, model_dir, "cse", args,
           tracker=Tracker(enabled=False))  # fmt: skip
     device = torch.device("cpu")
     trained = load_cse_model(model_dir / "last.pt", device)

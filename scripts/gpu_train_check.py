@@ -24,14 +24,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bodymap.data.augment import AugmentConfig  # noqa: E402
+from bodymap.config import LossParams, TrainParams  # noqa: E402
+from bodymap.data.augment import NO_AUGMENT  # noqa: E402
 from bodymap.data.rendered import DenseDataset, Source  # noqa: E402
-from bodymap.losses.total import LossWeights, TemplateTensors, total_loss  # noqa: E402
+from bodymap.losses.total import TemplateTensors, total_loss  # noqa: E402
 from bodymap.models.decode import decode_vertices  # noqa: E402
 from bodymap.models.registry import create_model, model_args  # noqa: E402
 from bodymap.template import BodyTemplate  # noqa: E402
 from bodymap.tracking import Tracker  # noqa: E402
-from bodymap.train import TrainConfig, train  # noqa: E402
+from bodymap.train import train  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -46,12 +47,12 @@ def run(
     args = model_args("bodymap_vit", img_size=size)
     model = create_model("bodymap_vit", **args)
     tensors = TemplateTensors.from_template(template, device)
-    weights = LossWeights()
+    weights = LossParams()
 
     def loss_fn(net, batch_, generator):  # pretrain's `bodymap_loss`
         return total_loss(net(batch_["image"], batch_.get("cse")), batch_, weights, tensors, generator)
 
-    config = TrainConfig(
+    config = TrainParams(
         steps=steps, batch_size=batch, lr=1e-3, warmup_steps=min(40, steps // 5), checkpoint_every=100,
         log_every=max(1, steps // 12), device=device, amp=True, amp_dtype=amp_dtype, workers=workers,
     )  # fmt: skip
@@ -121,7 +122,7 @@ def main() -> None:
     template = BodyTemplate.load(args.bundle / "template")
     dataset = DenseDataset(
         [Source.rendered(args.bundle / "render" / "train", args.bundle / "cse" / "train")],
-        template.symmetry, template.colors, template.chart, AugmentConfig(),
+        template.symmetry, template.colors, template.chart, NO_AUGMENT,
     )  # fmt: skip
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"# {name}, torch {torch.__version__}, {len(dataset)} images at {args.size} px")

@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch.nn.modules.module import register_module_forward_hook
 
+from bodymap.config import LossParams, TrainParams
 from bodymap.data.rendered import DenseDataset, Source
-from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
+from bodymap.losses.total import TemplateTensors, total_loss
 from bodymap.models.base import BodyMapNet
 from bodymap.models.registry import create_model
 from bodymap.template import BodyTemplate
-from bodymap.train import TrainConfig, load_checkpoint, train
+from bodymap.train import load_checkpoint, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,10 +90,10 @@ def test_losses_are_float32_when_the_network_runs_in_half_precision(template):
         "vertex": vertex,
         "mask": (vertex >= 0).float(),
     }
-    plain, _ = total_loss(model(batch["image"], batch["cse"]), batch, LossWeights(), tensors, torch.Generator())
+    plain, _ = total_loss(model(batch["image"], batch["cse"]), batch, LossParams(), tensors, torch.Generator())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = model(batch["image"], batch["cse"])
-        half, _ = total_loss(outputs, batch, LossWeights(), tensors, torch.Generator())
+        half, _ = total_loss(outputs, batch, LossParams(), tensors, torch.Generator())
     assert outputs.color_features.dtype == torch.bfloat16 and half.dtype == torch.float32
     assert float(half.detach()) == pytest.approx(float(plain.detach()), rel=0.05)
     half.backward()
@@ -105,9 +106,9 @@ def _cuda_run(template, rendered, cse, out: Path, amp_dtype: str, steps: int = 4
     tensors = TemplateTensors.from_template(template, "cuda")
 
     def loss_fn(net, batch, generator):  # pretrain's `bodymap_loss`
-        return total_loss(net(batch["image"], batch.get("cse")), batch, LossWeights(), tensors, generator)
+        return total_loss(net(batch["image"], batch.get("cse")), batch, LossParams(), tensors, generator)
 
-    config = TrainConfig(steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, log_every=1, checkpoint_every=steps,
+    config = TrainParams(steps=steps, batch_size=2, lr=1e-3, warmup_steps=0, log_every=1, checkpoint_every=steps,
                          device="cuda", amp=True, amp_dtype=amp_dtype)  # fmt: skip
     with HeadDtypes() as seen:
         result = train(model, _dataset(template, rendered, cse), loss_fn, config, out, "bodymap_vit", SMALL)

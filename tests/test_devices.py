@@ -12,9 +12,10 @@ import torch
 from conftest import has_cuda, requires_cuda
 from toy_training import ToyData, toy_loss, toy_model
 
+from bodymap.config import TrainParams
 from bodymap.errors import BodymapError
 from bodymap.losses.total import TemplateTensors
-from bodymap.train import TrainConfig, train
+from bodymap.train import train
 from bodymap.train.distributed import select_device
 
 
@@ -31,7 +32,7 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
 
 @requires_cuda
 def test_amp_training_on_cuda(tmp_path):
-    config = TrainConfig(steps=20, batch_size=8, lr=1e-2, device="cuda", amp=True, checkpoint_every=10)
+    config = TrainParams(steps=20, batch_size=8, lr=1e-2, warmup_steps=0, device="cuda", amp=True, checkpoint_every=10)
     result = train(toy_model(), ToyData(), toy_loss, config, tmp_path, "toy", {})
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert "scaler" in torch.load(result.checkpoint, weights_only=False)

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bodymap.config import LossParams
+from bodymap.config import LossParams, validate_params
+from bodymap.errors import BodymapError
 from bodymap.losses import (
-    LossWeights,
     TemplateTensors,
     chart_weight_table,
     consistency_loss,
@@ -230,17 +230,18 @@ def _batch(template, b: int = 2, h: int = 12, w: int = 10, seed: int = 0) -> dic
     }
 
 
-def test_loss_weights_come_from_params() -> None:
-    weights = LossWeights.from_params(LossParams(geodesic=0.0, hand_weight=3.0))
-    assert weights.geodesic == 0.0 and weights.hand_weight == 3.0 and weights.consistency_references == 100
+def test_a_losses_section_enables_at_least_one_term() -> None:
     with pytest.raises(ValueError, match="every loss weight is 0"):
-        LossWeights(classification=0.0, silhouette=0.0, geodesic=0.0, consistency=0.0)
+        LossParams(classification=0.0, silhouette=0.0, geodesic=0.0, consistency=0.0)
+    off = {"classification": 0.0, "silhouette": 0.0, "geodesic": 0.0, "consistency": 0.0}
+    with pytest.raises(BodymapError, match="finetune.losses: every loss weight is 0"):
+        validate_params({"finetune": {"losses": off}})
 
 
 def test_total_loss_is_near_zero_at_gt(template) -> None:
     tt = TemplateTensors.from_template(template)
     batch = _batch(template)
-    total, logged = total_loss(_peaked(batch["vertex"], tt.colors), batch, LossWeights(), tt)
+    total, logged = total_loss(_peaked(batch["vertex"], tt.colors), batch, LossParams(), tt)
     assert set(logged) == {"total", "classification", "silhouette", "geodesic", "consistency"}
     assert all(value < 1e-3 for value in logged.values()), logged
     assert total.item() == pytest.approx(logged["total"])
@@ -253,7 +254,7 @@ def test_total_loss_skips_disabled_terms_and_is_reproducible(template) -> None:
     outputs = BodyMapOutput(
         color_logits=torch.randn(2, 3, 256, 12, 10, generator=g), silhouette=torch.randn(2, 1, 12, 10, generator=g)
     )
-    weights = LossWeights(geodesic=0.0)
+    weights = LossParams(geodesic=0.0)
     _, logged = total_loss(outputs, batch, weights, tt, torch.Generator().manual_seed(1))
     assert "geodesic" not in logged and logged["consistency"] > 0
     _, again = total_loss(outputs, batch, weights, tt, torch.Generator().manual_seed(1))
@@ -272,7 +273,7 @@ def test_silhouette_is_supervised_on_the_background_of_pseudo_gt(template) -> No
     everywhere = BodyMapOutput(
         color_logits=everywhere.color_logits, silhouette=torch.full_like(everywhere.silhouette, 20)
     )
-    weights = LossWeights(classification=0.0, geodesic=0.0, consistency=0.0)
+    weights = LossParams(classification=0.0, geodesic=0.0, consistency=0.0)
     _, logged = total_loss(everywhere, batch, weights, tt)
     assert logged["silhouette"] > 0.5  # 40 of 120 pixels are the person
     batch["mask_weight"] = batch["mask"].clone()  # a label that knows nothing of the background
@@ -286,7 +287,7 @@ def test_total_loss_trains_a_real_model_end_to_end(template, extra) -> None:
     tt = TemplateTensors.from_template(template)
     model = create_model("bodymap_vit", depth=2, out_indices=[0, 1], features=16, **extra)
     batch = _batch(template, h=16, w=16)
-    total, logged = total_loss(model(batch["image"], batch["cse"]), batch, LossWeights(label_sigma_cm=2.0), tt)
+    total, logged = total_loss(model(batch["image"], batch["cse"]), batch, LossParams(label_sigma_cm=2.0), tt)
     total.backward()
     assert np.isfinite(logged["total"]) and logged["geodesic"] > 0.1  # an untrained map is far off
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -302,7 +303,7 @@ def test_coarse_colour_bins_are_near_zero_loss_at_gt(template) -> None:
     silhouette = torch.where(vertex >= 0, 50.0, -50.0)[:, None].float()
     outputs = BodyMapOutput(color_logits=logits.permute(0, 3, 4, 1, 2).contiguous(), silhouette=silhouette)
     assert outputs.num_bins == 64
-    _, logged = total_loss(outputs, batch, LossWeights(), tt)
+    _, logged = total_loss(outputs, batch, LossParams(), tt)
     assert logged["classification"] < 1e-3 and logged["silhouette"] < 1e-3, logged
     # Vertices that share the GT's three bins share its probability: the expected geodesic error is what the
     # coarser code cannot resolve, a couple of centimetres at 64 bins (docs: model params num_bins).
@@ -364,7 +365,7 @@ def test_total_loss_stays_float32_under_autocast(template) -> None:
     outputs = BodyMapOutput(
         color_logits=torch.randn(2, 3, 256, 12, 10, generator=g), silhouette=torch.randn(2, 1, 12, 10, generator=g)
     )
-    _, plain = total_loss(outputs, batch, LossWeights(), tt, torch.Generator().manual_seed(1))
+    _, plain = total_loss(outputs, batch, LossParams(), tt, torch.Generator().manual_seed(1))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        total, autocast = total_loss(outputs, batch, LossWeights(), tt, torch.Generator().manual_seed(1))
+        total, autocast = total_loss(outputs, batch, LossParams(), tt, torch.Generator().manual_seed(1))
     assert total.dtype == torch.float32 and autocast == pytest.approx(plain, rel=1e-6)

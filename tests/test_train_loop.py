@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import random
@@ -16,15 +15,16 @@ import pytest
 import torch
 from toy_training import TOY_CONFIG, ToyData, toy_loss, toy_model
 
+from bodymap.config import TrainParams
 from bodymap.errors import BodymapError
-from bodymap.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from bodymap.train import load_checkpoint, save_checkpoint, train
 from bodymap.train.loop import cosine_with_warmup
 
 CONFIG = TOY_CONFIG
 
 
 def test_loss_falls_and_checkpoint_holds_everything(tmp_path):
-    config = TrainConfig(steps=60, batch_size=8, lr=3e-2, warmup_steps=2, checkpoint_every=20, device="cpu")
+    config = TrainParams(steps=60, batch_size=8, lr=3e-2, warmup_steps=2, checkpoint_every=20, device="cpu")
     result = train(toy_model(), ToyData(), toy_loss, config, tmp_path, "toy", {"hidden": 16}, params={"a": 1})
     assert result.history[-1]["loss"] < result.history[0]["loss"] * 0.3
     state = load_checkpoint(result.checkpoint)
@@ -111,7 +111,7 @@ def test_resume_refuses_a_checkpoint_of_another_run_and_restart_begins_again(tmp
 
     def resume(**changes):
         kwargs = {"model_name": "toy", "model_args": {"hidden": 16}, "params": {"lr": 1}}
-        config = dataclasses.replace(CONFIG, **changes.pop("config", {}))
+        config = CONFIG.model_copy(update=changes.pop("config", {}))
         return train(toy_model(), ToyData(), toy_loss, config, tmp_path, **{**kwargs, **changes})
 
     with pytest.raises(BodymapError) as error:
@@ -130,7 +130,7 @@ def test_resume_refuses_a_checkpoint_of_another_run_and_restart_begins_again(tmp
     resume(config={"log_every": 3, "checkpoint_every": 5, "workers": 0})  # how a run goes, not where: resumes
 
     restarted = resume(config={"steps": 5}, restart=True)
-    fresh = train(toy_model(), ToyData(), toy_loss, dataclasses.replace(CONFIG, steps=5), tmp_path / "fresh",
+    fresh = train(toy_model(), ToyData(), toy_loss, CONFIG.model_copy(update={"steps": 5}), tmp_path / "fresh",
                   "toy", {"hidden": 16}, params={"lr": 1})  # fmt: skip
     assert load_checkpoint(path)["step"] == 5 and restarted.history == fresh.history
 
@@ -165,7 +165,15 @@ def test_nan_guard_stops_with_a_clear_message(tmp_path):
 
 def test_too_small_dataset_is_reported(tmp_path):
     with pytest.raises(BodymapError, match="training set too small: 64 examples for batch size 100"):
-        train(toy_model(), ToyData(), toy_loss, TrainConfig(steps=1, batch_size=100, lr=1e-3), tmp_path, "toy", {})
+        train(
+            toy_model(),
+            ToyData(),
+            toy_loss,
+            TrainParams(steps=1, batch_size=100, lr=1e-3, warmup_steps=0),
+            tmp_path,
+            "toy",
+            {},
+        )
 
 
 def test_cosine_schedule_with_warmup():
@@ -226,7 +234,7 @@ def test_fixed_thread_count_gives_the_same_checkpoint_bytes_whatever_the_callers
     """`threads` pins torch's intra-op threads for the run: callers on 1 or 3 threads get byte-identical
     checkpoints (the weights, and the file: torch no longer names the zip after the random temporary file). On
     this project's machine, the same runs without `threads` differed in their weights between 1 and 2 threads."""
-    config = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup_steps=1, device="cpu", threads=2)
+    config = TrainParams(steps=3, batch_size=4, lr=1e-2, warmup_steps=1, device="cpu", threads=2)
     before = torch.get_num_threads()
     files = []
     try:

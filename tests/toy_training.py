@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bodymap.train import TrainConfig
+from bodymap.config import TrainParams
 
 # 12 steps, a checkpoint every 4: what the resume tests interrupt.
-TOY_CONFIG = TrainConfig(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, checkpoint_every=4, log_every=2, device="cpu")
+TOY_CONFIG = TrainParams(steps=12, batch_size=8, lr=2e-2, warmup_steps=2, checkpoint_every=4, log_every=2, device="cpu")
 
 
 class ToyData:

@@ -40,6 +40,7 @@ from bodymap.schema import (
     RenderParams,
     Strict,
     TemplateParams,
+    TrainParams,
 )
 
 # BaseModel inherits an unrelated `register` (from ABCMeta); the stage name wins, so silence pydantic's warning.
@@ -257,6 +258,7 @@ __all__ = [
     "Strict",
     "TemplateParams",
     "TolerationParams",
+    "TrainParams",
     "apply_overrides",
     "default_params_dict",
     "load_params",

@@ -358,6 +358,12 @@ class LossParams(Strict):
     head_weight: PositiveFloat = 2.0
     label_sigma_cm: NonNegFloat = 0.0
 
+    @model_validator(mode="after")
+    def _some_term(self) -> LossParams:
+        if not any(w > 0 for w in (self.classification, self.silhouette, self.geodesic, self.consistency)):
+            raise ValueError("every loss weight is 0: enable at least one of classification, silhouette, geodesic")
+        return self
+
 
 class AugmentParams(Strict):
     upper_body_crop: Probability = 0.1

@@ -21,7 +21,7 @@ from bodymap.config import CseParams, EvaluateParams, Params
 from bodymap.cse.infer import infer_sets, infer_sets_in_workers
 from bodymap.cse.loss import foreground_loss, soft_embedding_loss
 from bodymap.cse.model import CseNet
-from bodymap.data.augment import AugmentConfig
+from bodymap.data.augment import NO_AUGMENT
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import ImageSet, pipeline_sets
 from bodymap.determinism import torch_threads
@@ -34,7 +34,7 @@ from bodymap.losses.total import TemplateTensors
 from bodymap.shards import merge_shards
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
-from bodymap.train import TrainConfig, train
+from bodymap.train import train
 from bodymap.train.distributed import select_device, setup, teardown
 from bodymap.train.loop import write_history
 
@@ -143,7 +143,7 @@ def run_cse_init(
         template.symmetry,
         template.colors,
         template.chart,
-        augment_config=AugmentConfig(flip=p.flip_probability),
+        augment_config=NO_AUGMENT.model_copy(update={"flip": p.flip_probability}),  # flips only
     )
     tracker = Tracker()
     figures: dict[str, Any] = {}
@@ -152,7 +152,7 @@ def run_cse_init(
             model,
             dataset,
             make_loss(template, p),
-            TrainConfig.from_params(p.train),
+            p.train,
             model_dir,
             "cse",
             model_args,

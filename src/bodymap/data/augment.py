@@ -8,24 +8,17 @@ swaps left and right on the body by sending vertices through the template's symm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
+from bodymap.config import AugmentParams
 from bodymap.data.letterbox import LABELS as _LABELS
 from bodymap.data.letterbox import Letterbox, warp
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and magnitudes (built from an `AugmentParams` section)."""
-
-    upper_body_crop: float = 0.0
-    rotation_deg: float = 0.0
-    hue: float = 0.0
-    saturation: float = 0.0
-    flip: float = 0.0
+# Every augmentation off (the `augment` params' defaults turn them on): still one `augment` call per example, so the
+# example's RNG draws are the same whichever are enabled.
+NO_AUGMENT = AugmentParams(upper_body_crop=0.0, rotation_deg=0.0, hue=0.0, saturation=0.0, flip=0.0)
 
 
 def flip(example: dict[str, np.ndarray], symmetry: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,7 +69,7 @@ def colour_jitter(image: np.ndarray, hue: float, saturation: float, rng: np.rand
 
 
 def augment(
-    example: dict[str, np.ndarray], config: AugmentConfig, symmetry: np.ndarray, rng: np.random.Generator
+    example: dict[str, np.ndarray], config: AugmentParams, symmetry: np.ndarray, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Apply the configured augmentations in a fixed order with draws from `rng` (deterministic per rng)."""
     draws = rng.random(4)

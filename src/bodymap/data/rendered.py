@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bodymap.data.augment import AugmentConfig, augment, letterbox
+from bodymap.config import AugmentParams
+from bodymap.data.augment import NO_AUGMENT, augment, letterbox
 from bodymap.errors import BodymapError
 from bodymap.io import read_cse, read_image
 from bodymap.models.inputs import cse_input
@@ -76,7 +77,7 @@ class DenseDataset:
         symmetry: [V] int32 template mirror map (for flips); colors: [V, 3] uint8 template colour code;
         charts: [V] uint8 template DensePose chart per vertex (per-pixel chart of the GT).
         cse_dirs: matching CSE output directories, or None when the model does not take CSE input.
-        augment_config: augmentations applied in `sample`.
+        augment_config: augmentations applied in `sample` (an `augment` params section; None: none).
         size: examples of another size (real photos) are scaled so the long side is `size` and padded to a square
             (labels with nearest-neighbour sampling), so they batch with the rest; None keeps every size.
     """
@@ -87,7 +88,7 @@ class DenseDataset:
         symmetry: np.ndarray,
         colors: np.ndarray,
         charts: np.ndarray,
-        augment_config: AugmentConfig | None = None,
+        augment_config: AugmentParams | None = None,
         size: int | None = None,
     ) -> None:
         self.size = size
@@ -96,7 +97,7 @@ class DenseDataset:
             self.items += [(source, example_id) for example_id in gt_ids(source.gt)]
         self.symmetry, self.charts = symmetry, charts
         self.colors = torch.as_tensor(np.asarray(colors, np.int64))
-        self.augment_config = augment_config or AugmentConfig()
+        self.augment_config = augment_config or NO_AUGMENT
 
     def __len__(self) -> int:
         return len(self.items)

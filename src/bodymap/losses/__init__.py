@@ -1,6 +1,6 @@
 """BodyMap training losses: colour classification, silhouette, geodesic and consistency (Secs. 3.3-3.4).
 
-weights = LossWeights.from_params(params.pretrain.losses)
+weights = params.pretrain.losses  # a LossParams section
 template_tensors = TemplateTensors.from_template(template, device)
 loss, logged = total_loss(model(batch["image"], batch["cse"]), batch, weights, template_tensors, generator)
 """
@@ -13,10 +13,9 @@ from bodymap.losses.classification import (
 )
 from bodymap.losses.geodesic import consistency_loss, geodesic_loss, sample_pixels, vertex_log_probs
 from bodymap.losses.silhouette import soft_iou_loss
-from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
+from bodymap.losses.total import TemplateTensors, total_loss
 
 __all__ = [
-    "LossWeights",
     "TemplateTensors",
     "chart_weight_table",
     "consistency_loss",

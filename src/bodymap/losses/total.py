@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,36 +30,6 @@ if TYPE_CHECKING:
     from bodymap.config import LossParams
     from bodymap.models.base import BodyMapOutput
     from bodymap.template import BodyTemplate, Geodesics
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Term weights and sampling sizes (from a `LossParams` section via `from_params`).
-
-    geodesic_pixels: labelled pixels per image drawn for the geodesic and consistency terms.
-    consistency_references: reference pixels per image for the consistency term (Eq. 2 uses 100).
-    hand_weight, head_weight: classification pixel weights of the hand and head charts.
-    label_sigma_cm: width of the Gaussian colour targets on the surface, cm (0: one-hot targets, as in the paper;
-        see `pixel_classification_loss`).
-    """
-
-    classification: float = 1.0
-    silhouette: float = 1.0
-    geodesic: float = 0.5
-    consistency: float = 0.1
-    geodesic_pixels: int = 64
-    consistency_references: int = 100
-    hand_weight: float = 2.0
-    head_weight: float = 2.0
-    label_sigma_cm: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not any(w > 0 for w in (self.classification, self.silhouette, self.geodesic, self.consistency)):
-            raise ValueError("every loss weight is 0: enable at least one of classification, silhouette, geodesic")
-
-    @classmethod
-    def from_params(cls, params: LossParams) -> LossWeights:
-        return cls(**params.model_dump())
 
 
 class TemplateTensors:
@@ -174,7 +143,7 @@ def _table_on(array: np.ndarray, device: torch.device, rows: int = 1024) -> torc
 def total_loss(
     outputs: BodyMapOutput,
     batch: Mapping[str, torch.Tensor],
-    weights: LossWeights,
+    weights: LossParams,
     template: TemplateTensors,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -190,7 +159,7 @@ def total_loss(
     Args:
         outputs: the network's `BodyMapOutput` for the batch.
         batch: see the module docstring for keys, shapes and dtypes.
-        weights: term weights and sampling sizes.
+        weights: term weights and sampling sizes (a `losses` params section).
         template: colour code and geodesics (`TemplateTensors.from_template`).
         generator: CPU generator for the pixel draws (the training step's, for exact resume).
     Returns:
@@ -211,7 +180,7 @@ def total_loss(
 def _terms(
     outputs: BodyMapOutput,
     batch: Mapping[str, torch.Tensor],
-    weights: LossWeights,
+    weights: LossParams,
     template: TemplateTensors,
     generator: torch.Generator | None,
 ) -> dict[str, torch.Tensor]:

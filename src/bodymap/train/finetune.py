@@ -17,7 +17,6 @@ from typing import Any
 
 from bodymap.cli_options import add_stage_inputs, add_training_options
 from bodymap.config import FinetuneParams, Params
-from bodymap.data.augment import AugmentConfig
 from bodymap.data.pairs import FramePairs, WithPairs
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import ImageSet, pipeline_sets
@@ -25,13 +24,13 @@ from bodymap.determinism import torch_threads
 from bodymap.eval.pipeline import evaluate_checkpoint
 from bodymap.io import write_json, write_run_info
 from bodymap.losses.equivariance import equivariance_loss, synthetic_warp_loss
-from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
+from bodymap.losses.total import TemplateTensors, total_loss
 from bodymap.models.registry import create_model
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train.checkpoint import LAST, load_checkpoint
 from bodymap.train.distributed import select_device, setup, teardown
-from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train, write_history
+from bodymap.train.loop import LossFn, TrainResult, train, write_history
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +60,11 @@ def finetune_loss(p: FinetuneParams, template: TemplateTensors) -> LossFn:
     (the batch carries a frame pair, `bodymap.data.pairs`). warp 'tps': the synthetic baseline, a random
     thin-plate-spline warp of the batch's own images (`random_tps_warp`) with its exact flow, in-frame pixels only.
     """
-    weights = LossWeights.from_params(p.losses)
     eq = p.equivariance
 
     def loss_fn(model, batch, generator):
         outputs = model(batch["image"], batch.get("cse"))
-        total, terms = total_loss(outputs, batch, weights, template, generator)
+        total, terms = total_loss(outputs, batch, p.losses, template, generator)
         if eq.weight > 0:
             if eq.warp == "flow":
                 features_a = model(batch["pair_image_a"], batch["pair_cse_a"]).color_features
@@ -108,7 +106,7 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
                 template.symmetry,
                 template.colors,
                 template.chart,
-                augment_config=AugmentConfig(**p.augment.model_dump()),
+                augment_config=p.augment,
                 size=params.render.image_size,  # the resolution pretraining saw; photos are letterboxed to it
             )
             if p.equivariance.weight > 0 and p.equivariance.warp == "flow":
@@ -124,7 +122,7 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
                 model,
                 dataset,
                 finetune_loss(p, TemplateTensors.from_template(template, device)),
-                TrainConfig.from_params(p.train),
+                p.train,
                 args.model_dir,
                 pretrained["model_name"],
                 pretrained["model_args"],

@@ -9,12 +9,11 @@ Logging goes through `bodymap.tracking.Tracker`, which is a no-op off rank 0.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bodymap.config import TrainParams
 from bodymap.determinism import torch_threads
 from bodymap.errors import BodymapError
 from bodymap.io import atomic_path
@@ -56,31 +56,6 @@ class SampleDataset(Protocol):
 # loss_fn(model, batch, generator) -> (total loss, {term: value}); the generator makes loss-side sampling
 # (random pixels, reference points) a function of the step.
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor], torch.Generator], tuple[torch.Tensor, dict[str, float]]]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One run of the loop (built from a `TrainParams` section by `from_params`)."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    checkpoint_every: int = 100
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    amp_dtype: str = "float16"
-    workers: int = 0
-    # torch's intra-op CPU threads while training (None: leave them as they are). The weights depend on it.
-    threads: int | None = None
-
-    @classmethod
-    def from_params(cls, params: Any) -> TrainConfig:
-        return cls(**params.model_dump())
 
 
 @dataclass
@@ -140,14 +115,12 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def amp_settings(config: TrainConfig, device: torch.device) -> tuple[torch.dtype, bool, bool]:
+def amp_settings(config: TrainParams, device: torch.device) -> tuple[torch.dtype, bool, bool]:
     """(autocast dtype, whether autocast is on, whether gradients are loss-scaled) for a run on `device`.
 
     float16 autocast runs on CUDA only (on the CPU the run stays float32) and needs loss scaling; bfloat16 has
     float32's range, so it runs on CUDA or the CPU without scaling.
     """
-    if config.amp_dtype not in AMP_DTYPES:
-        raise BodymapError(f"amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {config.amp_dtype!r}")
     dtype = AMP_DTYPES[config.amp_dtype]
     use_amp = config.amp and (device.type == "cuda" or dtype == torch.bfloat16)
     return dtype, use_amp, use_amp and dtype == torch.float16
@@ -161,7 +134,7 @@ def train(
     model: nn.Module,
     dataset: SampleDataset,
     loss_fn: LossFn,
-    config: TrainConfig,
+    config: TrainParams,
     out_dir: str | Path,
     model_name: str,
     model_args: dict[str, Any],
@@ -183,6 +156,8 @@ def train(
         model: a freshly built model (its weights are replaced on resume or by `init_state`).
         dataset: examples via `sample(index, rng)`; batches are stacked dicts of tensors.
         loss_fn: see `LossFn`.
+        config: the loop's settings, a `train` params section; torch runs on `config.threads` CPU threads for the
+            whole run (the weights depend on the count), restored afterwards.
         out_dir: checkpoint directory (`last.pt`, atomically and durably replaced every `checkpoint_every` steps).
         model_name, model_args: stored in checkpoints so the model can be rebuilt without the config.
         params: resolved parameters stored in checkpoints.
@@ -195,159 +170,147 @@ def train(
             restarts with an empty disk). Default: the s3:// `--model-dir` this process was given
             (`bodymap.remote.checkpoint_store`).
     """
-    with torch_threads(config.threads) if config.threads else contextlib.nullcontext():
-        return _train(
-            model, dataset, loss_fn, config, out_dir, model_name, model_args, params, tracker, init_state, on_step,
-            restart, store,
-        )  # fmt: skip
+    with torch_threads(config.threads):  # the weights depend on the count: fixed by the params
+        start_time = time.monotonic()
+        out_dir = Path(out_dir)
+        store = store if store is not None else checkpoint_store(out_dir)
+        dist_info = distributed.setup(config.device)
+        device = dist_info.device
+        tracker = tracker if (tracker is not None and dist_info.is_main) else Tracker(enabled=False)
+        amp_dtype, use_amp, use_scaler = amp_settings(config, device)
 
-
-def _train(
-    model: nn.Module,
-    dataset: SampleDataset,
-    loss_fn: LossFn,
-    config: TrainConfig,
-    out_dir: str | Path,
-    model_name: str,
-    model_args: dict[str, Any],
-    params: dict[str, Any] | None,
-    tracker: Tracker | None,
-    init_state: dict[str, torch.Tensor] | None,
-    on_step: Callable[[int, dict[str, float]], None] | None,
-    restart: bool,
-    store: str | None,
-) -> TrainResult:
-    start_time = time.monotonic()
-    out_dir = Path(out_dir)
-    store = store if store is not None else checkpoint_store(out_dir)
-    dist_info = distributed.setup(config.device)
-    device = dist_info.device
-    tracker = tracker if (tracker is not None and dist_info.is_main) else Tracker(enabled=False)
-    amp_dtype, use_amp, use_scaler = amp_settings(config, device)
-
-    # Model, optimiser, schedule.
-    model = model.to(device)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, config.steps, config.warmup_steps)
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-
-    # Resume from the last checkpoint of this run, if any (fetched from the store when the disk has none).
-    start_step = 0
-    ckpt_path = out_dir / LAST
-    this_run = run_hash(params or {}, asdict(config))
-    state = None if restart else _existing_checkpoint(ckpt_path, store, device)
-    if restart and (ckpt_path.exists() or store is not None):
-        log.info("--restart: training %s from step 0; the checkpoint in %s is replaced", model_name, store or out_dir)
-    if state is not None:
-        problems = resume_problems(
-            state, model_name=model_name, model_args=model_args, run=this_run, steps=config.steps
+        # Model, optimiser, schedule.
+        model = model.to(device)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
         )
-        if problems:
-            raise BodymapError(
-                f"{ckpt_path}{f' (from {store})' if store else ''}: cannot resume this run from it: "
-                + "; ".join(problems)
-                + ". Pass --restart to train from step 0 (the checkpoint is replaced), or use another --model-dir"
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_with_warmup(s, config.steps, config.warmup_steps)
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+        # Resume from the last checkpoint of this run, if any (fetched from the store when the disk has none).
+        start_step = 0
+        ckpt_path = out_dir / LAST
+        this_run = run_hash(params or {}, config.model_dump())
+        state = None if restart else _existing_checkpoint(ckpt_path, store, device)
+        if restart and (ckpt_path.exists() or store is not None):
+            log.info(
+                "--restart: training %s from step 0; the checkpoint in %s is replaced", model_name, store or out_dir
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):  # empty when saved without loss scaling (CPU, bfloat16)
-            scaler.load_state_dict(state["scaler"])
-        start_step = int(state["step"])
-        log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.steps)
-    if dist_info.distributed:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if state is not None:
+            problems = resume_problems(
+                state, model_name=model_name, model_args=model_args, run=this_run, steps=config.steps
+            )
+            if problems:
+                raise BodymapError(
+                    f"{ckpt_path}{f' (from {store})' if store else ''}: cannot resume this run from it: "
+                    + "; ".join(problems)
+                    + ". Pass --restart to train from step 0 (the checkpoint is replaced), or use another --model-dir"
+                )
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):  # empty when saved without loss scaling (CPU, bfloat16)
+                scaler.load_state_dict(state["scaler"])
+            start_step = int(state["step"])
+            log.info("resuming from %s at step %d of %d", ckpt_path, start_step, config.steps)
+        if dist_info.distributed:
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    # Data: deterministic keys from the resume step onwards, this rank's share.
-    sampler = _EpochSampler(
-        len(dataset), config.batch_size, config.seed, dist_info.rank, dist_info.world_size, start_step
-    )
-    loader = DataLoader(
-        _Keyed(dataset, config.seed),
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=config.workers > 0,
-    )
-    batches = iter(loader)
-    if state is not None:
-        # After the loader's iterator took its seed: from here on the global RNGs continue as the saved run's.
-        _restore_rng(state.get("rng"), dist_info, ckpt_path)
+        # Data: deterministic keys from the resume step onwards, this rank's share.
+        sampler = _EpochSampler(
+            len(dataset), config.batch_size, config.seed, dist_info.rank, dist_info.world_size, start_step
+        )
+        loader = DataLoader(
+            _Keyed(dataset, config.seed),
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=config.workers > 0,
+        )
+        batches = iter(loader)
+        if state is not None:
+            # After the loader's iterator took its seed: from here on the global RNGs continue as the saved run's.
+            _restore_rng(state.get("rng"), dist_info, ckpt_path)
 
-    def checkpoint(step: int) -> None:
-        rngs = distributed.gather_objects(rng_state(), dist_info)  # every rank's, rank 0 gets the list
+        def checkpoint(step: int) -> None:
+            rngs = distributed.gather_objects(rng_state(), dist_info)  # every rank's, rank 0 gets the list
+            if dist_info.is_main:
+                save_checkpoint(
+                    ckpt_path,
+                    model=unwrap(model).state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict(),
+                    rng=rngs,
+                    step=step,
+                    model_name=model_name,
+                    model_args=model_args,
+                    params=params or {},
+                    run_hash=this_run,
+                )
+                if store is not None:
+                    Storage().publish_file(ckpt_path, f"{store.rstrip('/')}/{LAST}")
+            distributed.barrier(dist_info)
+
+        history: list[dict[str, float]] = []
+        window: dict[str, list[float]] = {}
+        model.train()
+        steps = range(start_step, config.steps)
+        for step in (
+            progress(steps, f"train {model_name}", total=len(steps), logger=log) if dist_info.is_main else steps
+        ):
+            # Every random draw of this step is a function of (seed, step, rank): resume-exact.
+            torch.manual_seed(config.seed * 1_000_003 + step * 101 + dist_info.rank)
+            # A CPU generator: the loss-side draws (pixels, references) are small and must match across devices.
+            generator = torch.Generator().manual_seed(config.seed * 7_777_777 + step * 31 + dist_info.rank)
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                loss, terms = loss_fn(model, batch, generator)
+            if not torch.isfinite(loss):
+                detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+                raise BodymapError(
+                    f"training {model_name}: non-finite loss at step {step} ({detail}); lower the learning rate "
+                    f"({config.lr}) or check the inputs; the last good checkpoint is {ckpt_path}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            terms = {
+                "loss": float(loss.detach()),
+                **terms,
+                "grad_norm": float(grad_norm),
+                "lr": scheduler.get_last_lr()[0],
+            }
+            for key, value in terms.items():
+                window.setdefault(key, []).append(value)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                means = {k: float(np.mean(v)) for k, v in window.items()}
+                history.append({"step": done, **means})
+                tracker.log_metrics({f"train/{k}": v for k, v in means.items()}, step=done)
+                log.debug("step %d: %s", done, means)
+                window = {}
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                checkpoint(done)
+            if on_step is not None:
+                on_step(done, terms)
+
+        checkpoint(config.steps)
+        seconds = time.monotonic() - start_time
         if dist_info.is_main:
-            save_checkpoint(
-                ckpt_path,
-                model=unwrap(model).state_dict(),
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(),
-                rng=rngs,
-                step=step,
-                model_name=model_name,
-                model_args=model_args,
-                params=params or {},
-                run_hash=this_run,
-            )
-            if store is not None:
-                Storage().publish_file(ckpt_path, f"{store.rstrip('/')}/{LAST}")
-        distributed.barrier(dist_info)
-
-    history: list[dict[str, float]] = []
-    window: dict[str, list[float]] = {}
-    model.train()
-    steps = range(start_step, config.steps)
-    for step in progress(steps, f"train {model_name}", total=len(steps), logger=log) if dist_info.is_main else steps:
-        # Every random draw of this step is a function of (seed, step, rank): resume-exact.
-        torch.manual_seed(config.seed * 1_000_003 + step * 101 + dist_info.rank)
-        # A CPU generator: the loss-side draws (pixels, references) are small and must match across devices.
-        generator = torch.Generator().manual_seed(config.seed * 7_777_777 + step * 31 + dist_info.rank)
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-            loss, terms = loss_fn(model, batch, generator)
-        if not torch.isfinite(loss):
-            detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
-            raise BodymapError(
-                f"training {model_name}: non-finite loss at step {step} ({detail}); lower the learning rate "
-                f"({config.lr}) or check the inputs; the last good checkpoint is {ckpt_path}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-
-        terms = {"loss": float(loss.detach()), **terms, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
-        for key, value in terms.items():
-            window.setdefault(key, []).append(value)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            means = {k: float(np.mean(v)) for k, v in window.items()}
-            history.append({"step": done, **means})
-            tracker.log_metrics({f"train/{k}": v for k, v in means.items()}, step=done)
-            log.debug("step %d: %s", done, means)
-            window = {}
-        if done % config.checkpoint_every == 0 and done < config.steps:
-            checkpoint(done)
-        if on_step is not None:
-            on_step(done, terms)
-
-    checkpoint(config.steps)
-    seconds = time.monotonic() - start_time
-    if dist_info.is_main:
-        log.info("trained %s to step %d in %.1f s", model_name, config.steps, seconds)
-    return TrainResult(step=config.steps, checkpoint=ckpt_path, history=history, seconds=seconds)
+            log.info("trained %s to step %d in %.1f s", model_name, config.steps, seconds)
+        return TrainResult(step=config.steps, checkpoint=ckpt_path, history=history, seconds=seconds)
 
 
 def _existing_checkpoint(path: Path, store: str | None, device: torch.device) -> dict[str, Any] | None:

@@ -11,19 +11,18 @@ from typing import Any
 import torch
 
 from bodymap.cli_options import add_stage_inputs, add_training_options
-from bodymap.config import AugmentParams, Params, PretrainParams
-from bodymap.data.augment import AugmentConfig
+from bodymap.config import LossParams, Params, PretrainParams
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.data.sets import rendered_sets
 from bodymap.determinism import torch_threads
 from bodymap.eval.pipeline import evaluate_checkpoint
 from bodymap.io import write_json, write_run_info
-from bodymap.losses.total import LossWeights, TemplateTensors, total_loss
+from bodymap.losses.total import TemplateTensors, total_loss
 from bodymap.models.registry import build_model, model_args, params_overrides
 from bodymap.template import BodyTemplate
 from bodymap.tracking import Tracker
 from bodymap.train.distributed import select_device, setup, teardown
-from bodymap.train.loop import LossFn, TrainConfig, TrainResult, train, write_history
+from bodymap.train.loop import LossFn, TrainResult, train, write_history
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_options(parser)
 
 
-def augment_config(p: AugmentParams) -> AugmentConfig:
-    return AugmentConfig(**p.model_dump())
-
-
-def bodymap_loss(weights: LossWeights, template: TemplateTensors) -> LossFn:
+def bodymap_loss(weights: LossParams, template: TemplateTensors) -> LossFn:
     """The loop's loss function for BodyMap networks (`bodymap.losses.total_loss`)."""
 
     def loss_fn(model, batch, generator):
@@ -68,8 +63,8 @@ def train_bodymap(
     return train(
         model,
         dataset,
-        bodymap_loss(LossWeights.from_params(p.losses), tensors),
-        TrainConfig.from_params(p.train),
+        bodymap_loss(p.losses, tensors),
+        p.train,
         model_dir,
         p.model.name,
         model_args(p.model.name, **params_overrides(p.model)),
@@ -88,7 +83,7 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         template.symmetry,
         template.colors,
         template.chart,
-        augment_config=augment_config(p.augment),
+        augment_config=p.augment,
     )
     tracker = Tracker()
     with tracker.run("pretrain", params=p.model_dump(mode="json"), inputs=[args.template, args.render, args.cse]):
