@@ -3,8 +3,9 @@
 
 Every key is declared. Unknown keys, wrong types and out-of-range values are rejected with the key's full
 path, the bad value and what was expected, e.g. `render.image_size: expected a positive int, got "big"`.
-Stages receive their own section; `build_*` functions in the library translate a section into explicit keyword
-arguments, so no module below the stage modules sees the whole tree (`tests/test_layers.py`).
+Stages read the sections they need and hand the libraries a section (`train`, `augment`, `losses`, `evaluate`,
+`data.coco`) or typed arguments made from one (`render.settings.build_settings`), so no module below the stage
+modules sees the whole tree (`tests/test_layers.py`). A key that moved (`MOVED`) is reported with where it went.
 """
 
 from __future__ import annotations
