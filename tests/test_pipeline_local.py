@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bodymap.config import STAGES, load_params, section, validate_params
+from bodymap.config import SHARED_SECTIONS, STAGES, load_params, section, validate_params
 from pipelines.pipeline import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_whole_pipeline_runs_locally(tmp_path, monkeypatch):
     root = tmp_path / "pipeline_root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     tiny = validate_params(TINY)
-    arguments = {f"{stage}_params": json.dumps(section(tiny, stage)) for stage in STAGES}
+    arguments = {f"{name}_params": json.dumps(section(tiny, name)) for name in (*STAGES, *SHARED_SECTIONS)}
 
     start = time.monotonic()
     run = build_pipeline(load_params(ROOT / "params.yaml"))(**arguments)  # raises if any task fails
