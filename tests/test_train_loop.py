@@ -185,8 +185,10 @@ def test_cosine_schedule_with_warmup():
 
 def test_two_identical_runs_write_the_same_checkpoint_bytes(tmp_path):
     """torch.save names the zip's top folder after the file it writes: through a random temporary name, the same
-    weights gave other bytes every run (and DVC saw a new model)."""
+    weights gave other bytes every run (and DVC saw a new model). The checkpoint also keeps Python's and numpy's
+    global RNG states, which another process starts elsewhere (drawn from here between the runs): seeded too."""
     for run in ("a", "b"):
+        random.random(), np.random.rand()
         train(toy_model(), ToyData(), toy_loss, CONFIG, tmp_path / run, "toy", {})
     assert (tmp_path / "a" / "last.pt").read_bytes() == (tmp_path / "b" / "last.pt").read_bytes()
 

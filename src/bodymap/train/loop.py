@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -232,6 +233,9 @@ def train(
             pin_memory=device.type == "cuda",
             persistent_workers=config.workers > 0,
         )
+        if state is None:  # the checkpoints store these states: seeded, so the same run writes the same bytes
+            random.seed(config.seed * 1_000_003 + dist_info.rank)
+            np.random.seed((config.seed * 1_000_003 + dist_info.rank) % 2**32)
         batches = iter(loader)
         if state is not None:
             # After the loader's iterator took its seed: from here on the global RNGs continue as the saved run's.
