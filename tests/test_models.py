@@ -26,6 +26,7 @@ from bodymap.models import (
     params_overrides,
 )
 from bodymap.models.base import bin_values, colour_bins
+from bodymap.models.inputs import WITHHELD_CSE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -304,3 +305,33 @@ def test_untrained_two_stream_model_reproduces_its_cse_input(name: str, template
     fg = vertex[0].numpy() >= 0
     assert np.all(decoded[0][~fg] == -1)
     assert (decoded[0][fg] == vertex[0].numpy()[fg]).mean() > 0.95
+
+
+def test_without_the_cse_prior_the_estimate_is_only_encoded(template) -> None:
+    """`cse_prior=False`: no residual bonus, so an untrained network does not copy its CSE input; CSE still matters."""
+    torch.manual_seed(0)
+    model = create_model("bodymap_vit", cse_prior=False, **TINY_VIT).eval()
+    assert not hasattr(model.heads, "prior_scale")
+    g = torch.Generator().manual_seed(1)
+    vertex = torch.randint(0, template.num_vertices, (1, 32, 32), generator=g)
+    colors = torch.as_tensor(template.colors.astype(np.int64))
+    image, cse = torch.rand(1, 3, 32, 32, generator=g), cse_input(vertex, None, colors)
+    with torch.no_grad():
+        out = model(image, cse)
+        other = model(image, cse.flip(-1))
+    decoded, _ = decode_vertices(out, template)
+    assert (decoded[0] == vertex[0].numpy()).mean() < 0.05
+    assert not torch.allclose(out.color_logits, other.color_logits)
+
+
+def test_withheld_cse_is_neutral_for_the_prior() -> None:
+    """A withheld estimate (`augment.cse_dropout`) adds no colour bonus and does not move the silhouette."""
+    torch.manual_seed(0)
+    heads = create_model("bodymap_vit", **TINY_VIT).eval().heads
+    x = torch.rand(1, 16, 4, 4)
+    withheld = torch.full((1, 4, 32, 32), WITHHELD_CSE)
+    with torch.no_grad():
+        with_prior = heads(x, size=(32, 32), crop=(32, 32), prior=withheld)
+        without = heads(x, size=(32, 32), crop=(32, 32), prior=None)
+    assert torch.equal(with_prior.silhouette, without.silhouette)
+    assert torch.equal(with_prior.color_logits, without.color_logits)

@@ -17,7 +17,7 @@ from bodymap.config import AugmentParams
 from bodymap.data.augment import NO_AUGMENT, augment, letterbox
 from bodymap.errors import BodymapError
 from bodymap.io import read_cse, read_image
-from bodymap.models.inputs import cse_input
+from bodymap.models.inputs import WITHHELD_CSE, cse_input
 
 
 def gt_ids(gt_dir: str | Path) -> list[str]:
@@ -146,4 +146,6 @@ class DenseDataset:
         if "cse_vertex" in example:
             vertex, score = torch.from_numpy(example["cse_vertex"]), torch.from_numpy(example["cse_score"])
             out["cse"] = cse_input(vertex, score, self.colors)
+            if self.augment_config.cse_dropout and rng.random() < self.augment_config.cse_dropout:
+                out["cse"].fill_(WITHHELD_CSE)
         return out

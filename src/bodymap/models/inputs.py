@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 
+# A withheld estimate (`augment.cse_dropout`): every channel 0.5, which the network centres to 0 and which leaves the
+# heads' CSE prior neutral (no colour bonus at probability 0.5, no silhouette push), so the sample is learnt from RGB.
+WITHHELD_CSE = 0.5
+
 
 def cse_input(vertex: torch.Tensor, score: torch.Tensor | None, colors: torch.Tensor) -> torch.Tensor:
     """Encode a CSE vertex map as the 4-channel network input.

@@ -38,6 +38,7 @@ class BodyMapViT(BodyMapNet):
         drop_path_rate: stochastic depth in both transformers.
         stem: channels of each encoder's convolutional stem (`ViTEncoder`; empty: patchify).
         num_bins: values per colour channel (256).
+        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); False: encode it only.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class BodyMapViT(BodyMapNet):
         drop_path_rate: float = 0.0,
         stem: Sequence[int] = (),
         num_bins: int = 256,
+        cse_prior: bool = True,
     ) -> None:
         strides = _dpt_strides(len(out_indices))
         super().__init__(size_divisor=max(patch_size, strides[-1]))
@@ -72,7 +74,9 @@ class BodyMapViT(BodyMapNet):
             self.appearance.channels, self.correspondence.channels if self.correspondence else None, fused
         )
         self.decoder = DPTDecoder(fused, [patch_size / s for s in strides], features)
-        self.heads = CorrespondenceHeads(features, max(1, features // 2), num_bins, use_prior=use_correspondence)
+        self.heads = CorrespondenceHeads(
+            features, max(1, features // 2), num_bins, use_prior=use_correspondence and cse_prior
+        )
 
 
 class BodyMapCNN(BodyMapNet):
@@ -84,6 +88,7 @@ class BodyMapCNN(BodyMapNet):
         features: decoder width.
         use_correspondence: False drops the CSE stream.
         num_bins: values per colour channel (256).
+        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); False: encode it only.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class BodyMapCNN(BodyMapNet):
         features: int,
         use_correspondence: bool = True,
         num_bins: int = 256,
+        cse_prior: bool = True,
     ) -> None:
         appearance = CNNEncoder(name=encoder, in_chans=3, out_indices=out_indices)
         super().__init__(size_divisor=appearance.strides[-1])
@@ -105,7 +111,9 @@ class BodyMapCNN(BodyMapNet):
         self.fusion = LevelFusion(channels, self.correspondence.channels if self.correspondence else None, channels)
         # A CNN pyramid already sits at its strides, so reassembling is only the 3x3 projection.
         self.decoder = DPTDecoder(channels, [1.0] * len(channels), features)
-        self.heads = CorrespondenceHeads(features, max(1, features // 2), num_bins, use_prior=use_correspondence)
+        self.heads = CorrespondenceHeads(
+            features, max(1, features // 2), num_bins, use_prior=use_correspondence and cse_prior
+        )
 
 
 class UNetDecoder(nn.Module):
@@ -138,13 +146,18 @@ class BodyMapUNet(BodyMapNet):
         widths: channels per level (level l at stride 2^l).
         use_correspondence: False drops the CSE stream.
         num_bins: values per colour channel (256).
+        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); False: encode it only.
     """
 
-    def __init__(self, *, widths: Sequence[int], use_correspondence: bool = True, num_bins: int = 256) -> None:
+    def __init__(
+        self, *, widths: Sequence[int], use_correspondence: bool = True, num_bins: int = 256, cse_prior: bool = True
+    ) -> None:
         widths = [int(w) for w in widths]
         super().__init__(size_divisor=2 ** (len(widths) - 1))
         self.appearance = UNetEncoder(in_chans=3, widths=widths)
         self.correspondence = UNetEncoder(in_chans=4, widths=widths) if use_correspondence else None
         self.fusion = LevelFusion(widths, widths if use_correspondence else None, widths)
         self.decoder = UNetDecoder(widths)
-        self.heads = CorrespondenceHeads(widths[0], max(32, widths[0]), num_bins, use_prior=use_correspondence)
+        self.heads = CorrespondenceHeads(
+            widths[0], max(32, widths[0]), num_bins, use_prior=use_correspondence and cse_prior
+        )
