@@ -6,28 +6,40 @@ import numpy as np
 import torch
 
 from bodymap.config import AugmentParams
-from bodymap.data.augment import NO_AUGMENT
+from bodymap.data.augment import NO_AUGMENT, augment
 from bodymap.data.rendered import DenseDataset, Source
 from bodymap.models.inputs import WITHHELD_CSE
 
 
-def _samples(template, rendered, cse_train, config: AugmentParams) -> list[dict[str, torch.Tensor]]:
-    data = DenseDataset(
+def _dataset(template, rendered, cse_train, config: AugmentParams) -> DenseDataset:
+    return DenseDataset(
         [Source.rendered(rendered / "train", cse_train)], template.symmetry, template.colors, template.chart, config
     )
-    rng = np.random.default_rng(0)
-    return [data.sample(i % len(data), rng) for i in range(12)]
 
 
-def test_cse_dropout_withholds_the_estimate_and_keeps_the_labels(template, rendered, cse_train) -> None:
-    base = NO_AUGMENT.model_copy(update={"flip": 0.5})
-    plain = _samples(template, rendered, cse_train, base)
-    never = _samples(template, rendered, cse_train, base.model_copy(update={"cse_dropout": 0.0}))
-    always = _samples(template, rendered, cse_train, NO_AUGMENT.model_copy(update={"cse_dropout": 1.0}))
-    some = _samples(template, rendered, cse_train, NO_AUGMENT.model_copy(update={"cse_dropout": 0.5}))
-    for a, b in zip(plain, never, strict=True):  # 0 draws nothing: the default run's samples stay as they were
-        assert all(torch.equal(a[k], b[k]) for k in a)
-    assert all(torch.all(s["cse"] == WITHHELD_CSE) for s in always)
+def _samples(data: DenseDataset) -> list[dict[str, torch.Tensor]]:
+    """One generator per example, keyed like the training loop's."""
+    return [data.sample(i, np.random.default_rng([0, i])) for i in range(min(12, len(data)))]
+
+
+def test_cse_dropout_withholds_the_estimate_and_keeps_the_rest(template, rendered, cse_train) -> None:
+    flips = NO_AUGMENT.model_copy(update={"flip": 0.5})  # an augmentation that draws, to see the draws line up
+    never = _samples(_dataset(template, rendered, cse_train, flips))
+    always = _samples(_dataset(template, rendered, cse_train, flips.model_copy(update={"cse_dropout": 1.0})))
+    some = _samples(_dataset(template, rendered, cse_train, flips.model_copy(update={"cse_dropout": 0.5})))
+    for a, b in zip(never, always, strict=True):  # withholding changes the CSE input and nothing else
+        assert all(torch.equal(a[k], b[k]) for k in a if k != "cse")
+        assert not torch.all(a["cse"] == WITHHELD_CSE) and torch.all(b["cse"] == WITHHELD_CSE)
     assert all(s["vertex"].ge(0).any() for s in always)  # the labels stay: the sample is learnt from RGB
     withheld = [bool(torch.all(s["cse"] == WITHHELD_CSE)) for s in some]
     assert 0 < sum(withheld) < len(withheld)
+
+
+def test_no_cse_dropout_draws_nothing_beyond_the_augmentations(template, rendered, cse_train) -> None:
+    """At 0 the default run's generators advance exactly as the augmentations alone advance them."""
+    flips = NO_AUGMENT.model_copy(update={"flip": 0.5})
+    data = _dataset(template, rendered, cse_train, flips)
+    sampled, augmented = np.random.default_rng(5), np.random.default_rng(5)
+    data.sample(0, sampled)
+    augment(data.example(0), flips, template.symmetry, augmented)
+    assert sampled.bit_generator.state == augmented.bit_generator.state
