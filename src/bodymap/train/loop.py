@@ -234,8 +234,9 @@ def train(
             persistent_workers=config.workers > 0,
         )
         if state is None:  # the checkpoints store these states: seeded, so the same run writes the same bytes
-            random.seed(config.seed * 1_000_003 + dist_info.rank)
-            np.random.seed((config.seed * 1_000_003 + dist_info.rank) % 2**32)
+            global_seed = (config.seed * 1_000_003 + dist_info.rank) % 2**32
+            random.seed(global_seed)
+            np.random.seed(global_seed)
         batches = iter(loader)
         if state is not None:
             # After the loader's iterator took its seed: from here on the global RNGs continue as the saved run's.
