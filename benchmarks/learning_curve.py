@@ -1,17 +1,21 @@
 """Benchmark: accuracy against training images seen, for BodyMap and for CSE, from the default budget up.
 
     .venv/bin/python benchmarks/learning_curve.py [--budgets 1 2 4 8] [--models cse bodymap] [--work DIR]
+        [--run DIR] [--baseline]
 
-Needs a finished `make run` (its template, render and CSE outputs; params from params.yaml). For each budget b and
+Needs a finished `make run` (its template, render and CSE outputs under `--run`, default this checkout; params from
+this checkout's params.yaml). For each budget b and
 model, trains that stage afresh with b times its default steps (the same schedule shape: warm-up, cosine decay to
 the last step), with the real stage command:
 
 - `cse`: `bodymap cse_init` (CSE alone, scored on the val and test splits);
 - `bodymap`: `bodymap pretrain` on the default run's CSE outputs (scored on val and test).
 
-and records the test-split figures: within 10 cm, GPSm AP and the 10 px window (plus val within 10 cm). Results go
-to `benchmarks/results/learning_curve.csv` (one row per run, appended as runs finish; a rerun skips the rows it
-has), `.md` and `.png`. Runs take b times the stage's default time (BodyMap at 8x: about 8 x its `make run` share),
+and records the test-split figures: within 10 cm, GPSm AP and the 10 px window (plus val within 10 cm). With
+`--baseline` the 1x rows are read from the run's own `metrics/` instead of trained again: with default params that
+stage *is* the 1x run. Results go to `benchmarks/results/learning_curve.csv` (one row per run, merged into the file
+as runs finish, so two invocations for different models may run side by side; a rerun skips the rows it has),
+`.md` and `.png`. Runs take b times the stage's default time (BodyMap at 8x: about 8 x its `make run` share),
 so run it in the background.
 """
 
@@ -46,30 +50,42 @@ def default_steps(stage: str) -> tuple[int, int]:
     return int(train["steps"]), int(train["batch_size"])
 
 
-def run(model: str, budget: float, work: Path) -> dict:
+def row_from(model: str, budget: float, steps: int, batch: int, values: dict, seconds: float) -> dict:
+    prefix = "cse" if model == "cse" else "bodymap"
+    row = {"model": model, "budget": budget, "steps": steps, "images_seen": steps * batch}
+    row["train_seconds"] = round(values.get("train_seconds", seconds), 1)
+    return row | {c: values.get(k.format(m=prefix)) for c, k in FIGURES.items()}
+
+
+def baseline(model: str, data: Path) -> dict:
+    """The 1x row from the run's own stage metrics (`metrics/<stage>.json` beside its `data/`)."""
+    stage = STAGE[model]
+    path = data.parent / "metrics" / f"{stage}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no stage metrics for the 1x {model} row (run `make run`, or drop --baseline)")
+    steps, batch = default_steps(stage)
+    return row_from(model, 1.0, steps, batch, json.loads(path.read_text()), float("nan"))
+
+
+def run(model: str, budget: float, work: Path, data: Path) -> dict:
     stage = STAGE[model]
     steps, batch = default_steps(stage)
     steps = round(steps * budget)
     out = work / f"{model}-{budget:g}x"
     metrics = out / "metrics.json"
-    common = ["--template", str(ROOT / "data/template"), "--render", str(ROOT / "data/render")]
+    common = ["--template", str(data / "template"), "--render", str(data / "render")]
     if model == "cse":
         args = [stage, *common, "--model-dir", str(out / "model"), "--out", str(out / "cse")]
     else:
-        args = [stage, *common, "--cse", str(ROOT / "data/cse"), "--model-dir", str(out / "model")]
+        args = [stage, *common, "--cse", str(data / "cse"), "--model-dir", str(out / "model")]
         args += ["--out", str(out / "evaluation")]
     args += ["--metrics", str(metrics), "--set", f"{stage}.train.steps={steps}"]
-    args += ["--set", f"{stage}.train.checkpoint_every={max(steps, 1)}"]
+    args += ["--set", f"{stage}.train.checkpoint_every={max(steps // 8, 1)}"]
     env = {**os.environ, "BODYMAP_TRACKING": "0"}
     start = time.monotonic()
     print(f"{model} {budget:g}x: {steps} steps", flush=True)
     subprocess.run([sys.executable, "-m", "bodymap.cli", *args, "-q"], cwd=ROOT, env=env, check=True)
-    values = json.loads(metrics.read_text())
-    prefix = "cse" if model == "cse" else "bodymap"
-    row = {"model": model, "budget": budget, "steps": steps, "images_seen": steps * batch}
-    row["train_seconds"] = round(values.get("train_seconds", time.monotonic() - start), 1)
-    row |= {c: values.get(k.format(m=prefix)) for c, k in FIGURES.items()}
-    return row
+    return row_from(model, budget, steps, batch, json.loads(metrics.read_text()), time.monotonic() - start)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -77,6 +93,19 @@ def read_rows(path: Path) -> list[dict]:
         return []
     with path.open() as f:
         return list(csv.DictReader(f))
+
+
+def add_row(path: Path, row: dict) -> list[dict]:
+    """Merge `row` into the CSV as it is on disk now (another invocation may have added rows), atomically."""
+    rows = [r for r in read_rows(path) if (r["model"], float(r["budget"])) != (row["model"], float(row["budget"]))]
+    rows = sorted([*rows, row], key=lambda r: (r["model"], float(r["budget"])))
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return rows
 
 
 def write_outputs(rows: list[dict]) -> None:
@@ -117,23 +146,21 @@ def main() -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--models", nargs="+", choices=sorted(STAGE), default=["cse", "bodymap"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bodymap-learning-curve"))
+    parser.add_argument("--run", type=Path, default=ROOT, help="checkout of a finished `make run` (its data/)")
+    parser.add_argument("--baseline", action="store_true", help="1x rows from the run's metrics/, not retrained")
     args = parser.parse_args()
-    if not (ROOT / "data/cse").is_dir():
-        raise SystemExit("no data/cse: run `make run` first (the curve reuses its template, render and CSE)")
+    data = args.run / "data"
+    if not (data / "cse").is_dir():
+        raise SystemExit(f"no {data / 'cse'}: run `make run` first (the curve reuses its template, render and CSE)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "learning_curve.csv"
-    rows = read_rows(path)
-    done = {(r["model"], float(r["budget"])) for r in rows}
     for model in args.models:
         for budget in args.budgets:
-            if (model, float(budget)) in done:
+            if (model, float(budget)) in {(r["model"], float(r["budget"])) for r in read_rows(path)}:
                 continue
-            rows.append(run(model, budget, args.work))
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
-            write_outputs(rows)
+            fresh = baseline(model, data) if args.baseline and budget == 1 else run(model, budget, args.work, data)
+            write_outputs(add_row(path, fresh))
+    rows = read_rows(path)
     write_outputs(rows)
     print((RESULTS / "learning_curve.md").read_text())
     return 0

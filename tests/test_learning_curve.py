@@ -1,0 +1,50 @@
+"""benchmarks/learning_curve.py: rows from side-by-side invocations merge, and the 1x rows come from a run's metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _curve():
+    spec = importlib.util.spec_from_file_location("learning_curve", ROOT / "benchmarks" / "learning_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(curve, model: str, budget: float, cm: float) -> dict:
+    return dict.fromkeys(curve.COLUMNS) | {"model": model, "budget": budget, "steps": 1, "test_cm_10": cm}
+
+
+def test_rows_of_two_invocations_merge_and_a_rerun_replaces_its_own(tmp_path: Path) -> None:
+    curve = _curve()
+    path = tmp_path / "curve.csv"
+    curve.add_row(path, _row(curve, "bodymap", 8, 20.0))
+    curve.add_row(path, _row(curve, "cse", 2, 16.0))  # another process, which never saw the bodymap row
+    rows = curve.add_row(path, _row(curve, "cse", 2, 17.0))
+    assert [(r["model"], float(r["budget"]), float(r["test_cm_10"])) for r in rows] == [
+        ("bodymap", 8.0, 20.0),
+        ("cse", 2.0, 17.0),
+    ]
+    assert [(r["model"], r["test_cm_10"]) for r in curve.read_rows(path)] == [("bodymap", "20.0"), ("cse", "17.0")]
+    assert not path.with_suffix(".csv.tmp").exists()
+
+
+def test_the_1x_rows_are_the_runs_own_stage_metrics(tmp_path: Path) -> None:
+    curve = _curve()
+    steps, batch = curve.default_steps("pretrain")
+    (tmp_path / "metrics").mkdir()
+    values = {"bodymap/test/cm_10": 12.0, "bodymap/test/gpsm_ap": 12.5, "bodymap/val/cm_10": 12.2, "train_seconds": 9.0}
+    (tmp_path / "metrics" / "pretrain.json").write_text(json.dumps(values))
+    row = curve.baseline("bodymap", tmp_path / "data")
+    assert (row["steps"], row["images_seen"], row["budget"]) == (steps, steps * batch, 1.0)
+    assert (row["test_cm_10"], row["test_gpsm_ap"], row["val_cm_10"], row["train_seconds"]) == (12.0, 12.5, 12.2, 9.0)
+    assert row["test_window_10px"] is None  # absent in the run's metrics: left empty, not invented
+    with pytest.raises(SystemExit, match=r"metrics/cse_init\.json"):
+        curve.baseline("cse", tmp_path / "data")
