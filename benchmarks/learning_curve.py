@@ -119,6 +119,7 @@ def write_outputs(rows: list[dict]) -> None:
     (RESULTS / "learning_curve.md").write_text("\n".join(lines) + "\n")
 
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig = Figure(figsize=(12, 3.6), dpi=100)
     axes = fig.subplots(1, 3)
@@ -132,7 +133,9 @@ def write_outputs(rows: list[dict]) -> None:
                           key=lambda r: float(r["images_seen"]))  # fmt: skip
             if mine:
                 ax.plot([float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine], "o-", label=model)
-        ax.set_xscale("log")
+        ax.set_xscale("log", base=2)  # budgets double: one tick per doubling of images seen
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training images seen")
         ax.set_title(f"test split: {title}")
         ax.grid(alpha=0.3)
