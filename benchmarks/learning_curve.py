@@ -44,9 +44,12 @@ FIGURES = {  # column -> metric key, {m} = the model's prefix in the stage's met
 COLUMNS = ["model", "budget", "steps", "images_seen", "train_seconds", *FIGURES]
 
 
+def train_params(stage: str, path: Path = ROOT / "params.yaml") -> dict:
+    return yaml.safe_load(path.read_text())[stage]["train"]
+
+
 def default_steps(stage: str) -> tuple[int, int]:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    train = params[stage]["train"]
+    train = train_params(stage)
     return int(train["steps"]), int(train["batch_size"])
 
 
@@ -63,6 +66,15 @@ def baseline(model: str, data: Path) -> dict:
     path = data.parent / "metrics" / f"{stage}.json"
     if not path.is_file():
         raise SystemExit(f"{path}: no stage metrics for the 1x {model} row (run `make run`, or drop --baseline)")
+    params = data.parent / "params.yaml"
+    if params.is_file():  # the run's 1x must be this checkout's 1x, or the curve mixes two recipes
+        theirs, ours = train_params(stage, params), train_params(stage)
+        for key in sorted(set(theirs) | set(ours)):
+            if theirs.get(key) != ours.get(key):
+                raise SystemExit(
+                    f"{params}: {stage}.train.{key} is {theirs.get(key)!r}, this checkout's params.yaml has "
+                    f"{ours.get(key)!r}; the run's metrics are not this recipe's 1x (drop --baseline)"
+                )
     steps, batch = default_steps(stage)
     return row_from(model, 1.0, steps, batch, json.loads(path.read_text()), float("nan"))
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,3 +49,16 @@ def test_the_1x_rows_are_the_runs_own_stage_metrics(tmp_path: Path) -> None:
     assert row["test_window_10px"] is None  # absent in the run's metrics: left empty, not invented
     with pytest.raises(SystemExit, match=r"metrics/cse_init\.json"):
         curve.baseline("cse", tmp_path / "data")
+
+
+def test_a_run_with_another_training_recipe_is_not_taken_for_the_1x_row(tmp_path: Path) -> None:
+    curve = _curve()
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "pretrain.json").write_text(json.dumps({"bodymap/test/cm_10": 12.0}))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert curve.baseline("bodymap", tmp_path / "data")["test_cm_10"] == 12.0  # the same recipe: taken
+    params["pretrain"]["train"]["steps"] += 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit, match=r"params\.yaml: pretrain\.train\.steps is \d+, this checkout's"):
+        curve.baseline("bodymap", tmp_path / "data")
