@@ -1,20 +1,29 @@
-"""The training dataset's CSE-input dropout (`augment.cse_dropout`): withheld samples, unchanged default stream."""
+"""The training dataset: CSE-input dropout (`augment.cse_dropout`: withheld samples, unchanged default stream) and
+the synthetic images fine-tuning mixes back in (`finetune.synthetic_images`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bodymap.config import AugmentParams
+from bodymap.config import AugmentParams, CocoLocations, FinetuneParams
 from bodymap.data.augment import NO_AUGMENT, augment
-from bodymap.data.rendered import DenseDataset, Source
+from bodymap.data.rendered import DenseDataset, Source, gt_ids
+from bodymap.data.sets import pipeline_sets
 from bodymap.models.inputs import WITHHELD_CSE
+from bodymap.train.finetune import finetune_sources
 
 
 def _dataset(template, rendered, cse_train, config: AugmentParams) -> DenseDataset:
     return DenseDataset(
         [Source.rendered(rendered / "train", cse_train)], template.symmetry, template.colors, template.chart, config
     )
+
+
+def _template_arrays(template) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return template.symmetry, template.colors, template.chart
 
 
 def _samples(data: DenseDataset) -> list[dict[str, torch.Tensor]]:
@@ -43,3 +52,21 @@ def test_no_cse_dropout_draws_nothing_beyond_the_augmentations(template, rendere
     data.sample(0, sampled)
     augment(data.example(0), flips, template.symmetry, augmented)
     assert sampled.bit_generator.state == augmented.bit_generator.state
+
+
+def test_finetune_mixes_the_first_synthetic_images_back_in(template, rendered, cse_train) -> None:
+    sets = pipeline_sets(rendered, CocoLocations())
+    cse, pseudo_gt = Path("cse"), Path("pseudo_gt")
+    assert len(finetune_sources(FinetuneParams(synthetic_images=0), sets, cse, pseudo_gt)) == 1  # DensePose-COCO only
+    sources = finetune_sources(FinetuneParams(synthetic_images=2), sets, cse, pseudo_gt)
+    assert len(sources) == 2 and sources[1].gt == rendered / "train" / "gt" and sources[1].cse == cse / "train"
+    mixed = Source.rendered(rendered / "train", cse_train, limit=2)
+    data = DenseDataset([mixed], *_template_arrays(template))
+    assert [example_id for _, example_id in data.items] == gt_ids(rendered / "train" / "gt")[:2]
+    whole = _dataset(template, rendered, cse_train, NO_AUGMENT)
+    assert torch.equal(
+        data.sample(1, np.random.default_rng(0))["cse"], whole.sample(1, np.random.default_rng(0))["cse"]
+    )
+    every = len(gt_ids(rendered / "train" / "gt"))
+    clamped = DenseDataset([Source.rendered(rendered / "train", cse_train, every + 5)], *_template_arrays(template))
+    assert len(clamped) == every  # more than the render has: all of it

@@ -410,8 +410,13 @@ class EquivarianceParams(Strict):
 
 
 class FinetuneParams(Strict):
+    """synthetic_images: rendered training images (the first N, all of them when the render has fewer; with their
+    exact ground truth and CSE input) mixed into the fine-tuning set so that adapting to DensePose-COCO does not
+    forget the synthetic people; 0: none."""
+
     mode: Literal["none", "sparse", "dense"] = "dense"
     use_flow_labels: bool = False
+    synthetic_images: NonNegInt = 60
     losses: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
     equivariance: EquivarianceParams = EquivarianceParams()

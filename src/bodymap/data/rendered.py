@@ -54,16 +54,22 @@ def load_gt(path: Path) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class Source:
-    """Where one set's examples live: images (`<id>.png|jpg`), GT maps (`<id>.npz`) and optional CSE outputs."""
+    """Where one set's examples live: images (`<id>.png|jpg`), GT maps (`<id>.npz`) and optional CSE outputs.
+    `limit`: use at most the first `limit` examples (sorted ids); None: all."""
 
     images: Path
     gt: Path
     cse: Path | None = None
+    limit: int | None = None
 
     @classmethod
-    def rendered(cls, split_dir: Path, cse_dir: Path | None = None) -> Source:
+    def rendered(cls, split_dir: Path, cse_dir: Path | None = None, limit: int | None = None) -> Source:
         """A rendered split (images/, gt/)."""
-        return cls(Path(split_dir) / "images", Path(split_dir) / "gt", cse_dir)
+        return cls(Path(split_dir) / "images", Path(split_dir) / "gt", cse_dir, limit)
+
+    def ids(self) -> list[str]:
+        """The example ids this source contributes."""
+        return gt_ids(self.gt)[: self.limit]
 
 
 class DenseDataset:
@@ -94,7 +100,7 @@ class DenseDataset:
         self.size = size
         self.items: list[tuple[Source, str]] = []
         for source in sources:
-            self.items += [(source, example_id) for example_id in gt_ids(source.gt)]
+            self.items += [(source, example_id) for example_id in source.ids()]
         self.symmetry, self.charts = symmetry, charts
         self.colors = torch.as_tensor(np.asarray(colors, np.int64))
         self.augment_config = augment_config or NO_AUGMENT

@@ -2,9 +2,10 @@
 
 mode `none` keeps the pretrained weights; `sparse` trains on the annotated points only (plus silhouettes); `dense`
 trains on the pseudo-GT maps weighted by their confidence. `use_flow_labels` adds video frames labelled by
-Slim DensePose's flow propagation, and `equivariance.weight` > 0 adds the equivariance loss, on video frame pairs
-with estimated flow (`flow`) or on synthetic warps (`tps`: a random thin-plate-spline warp of the batch), Slim
-DensePose's comparison. Scored on the held-out set.
+Slim DensePose's flow propagation, `synthetic_images` mixes rendered training images back in (against
+forgetting), and `equivariance.weight` > 0 adds the equivariance loss, on video frame pairs with estimated flow
+(`flow`) or on synthetic warps (`tps`: a random thin-plate-spline warp of the batch), Slim DensePose's
+comparison. Scored on the held-out set.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def finetune_sources(p: FinetuneParams, sets: dict[str, ImageSet], cse: Path, pseudo_gt: Path) -> list[Source]:
-    """The training examples of a mode: coco images with sparse or dense labels, plus flow-labelled video frames."""
+    """The training examples of a mode: coco images with sparse or dense labels, plus flow-labelled video frames and
+    the first `synthetic_images` rendered training images."""
     sources = [Source(sets["coco_train"].image_dir, pseudo_gt / p.mode, cse / "coco_train")]
     if p.use_flow_labels and (pseudo_gt / "flow").is_dir():
         sources.append(Source(sets["video_train"].image_dir, pseudo_gt / "flow", cse / "video_train"))
+    if p.synthetic_images:
+        sources.append(Source.rendered(sets["train"].root, cse / "train", limit=p.synthetic_images))
     return sources
 
 
