@@ -310,7 +310,7 @@ class CseParams(Strict):
     vertex_chunk: PositiveInt = 16384
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     # Sized for the 2-core default run (~3 minutes); real scale is tens of thousands of steps on GPUs.
-    train: TrainParams = TrainParams(steps=300, lr=5e-3, warmup_steps=20)
+    train: TrainParams = TrainParams(steps=1200, lr=5e-3, warmup_steps=20)
 
 
 class ModelParams(Strict):
@@ -381,7 +381,7 @@ class PretrainParams(Strict):
     losses: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
     # Sized for the 2-core default run (~15 minutes): at 200 steps BodyMap barely moved off its CSE input.
-    train: TrainParams = TrainParams(steps=800, batch_size=4, warmup_steps=40)
+    train: TrainParams = TrainParams(steps=400, batch_size=4, warmup_steps=40)
 
 
 class FlowParams(Strict):
