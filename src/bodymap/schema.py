@@ -309,7 +309,8 @@ class CseParams(Strict):
     flip_probability: Probability = 0.5
     vertex_chunk: PositiveInt = 16384
     workers: Annotated[int, Field(ge=1, le=256)] = 1
-    # Sized for the 2-core default run (~3 minutes); real scale is tens of thousands of steps on GPUs.
+    # Sized for the 2-core default run (~9 minutes of training): on these cores the accuracy per minute comes from
+    # CSE's steps (benchmarks/learning_curve.py); real scale is tens of thousands of steps on GPUs.
     train: TrainParams = TrainParams(steps=1200, lr=5e-3, warmup_steps=20)
 
 
@@ -380,7 +381,7 @@ class PretrainParams(Strict):
     model: ModelParams = ModelParams()
     losses: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
-    # Sized for the 2-core default run (~15 minutes): at 200 steps BodyMap barely moved off its CSE input.
+    # Sized for the 2-core default run (~6 minutes of training), the rest of the minutes going to CSE's steps.
     train: TrainParams = TrainParams(steps=400, batch_size=4, warmup_steps=40)
 
 
