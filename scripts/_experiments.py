@@ -29,6 +29,12 @@ def queue(name: str, overrides: list[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True, env=env())
 
 
+def run_all() -> None:
+    """`dvc exp run --run-all --jobs 1` with the venv on PATH: the queue's worker starts `dvc` and the stage
+    commands (`bodymap ...`) by name, so a plain `.venv/bin/dvc exp run --run-all` fails outside an activated venv."""
+    subprocess.run([DVC, "exp", "run", "--run-all", "--jobs", "1"], cwd=ROOT, check=True, env=env())
+
+
 def _metrics(entry: dict) -> dict[str, float]:
     """Flatten the metrics of one `dvc exp show --json` entry."""
     data = entry.get("data") or {}
@@ -40,7 +46,7 @@ def _metrics(entry: dict) -> dict[str, float]:
 
 def experiments() -> dict[str, dict[str, float]]:
     """Experiment name ('workspace' for the current run) -> its flat metrics, from `dvc exp show --json`; runs that
-    failed are left out."""
+    failed, and queued or running ones (listed with the workspace's metrics and no timestamp), are left out."""
     result = subprocess.run([DVC, "exp", "show", "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
     out: dict[str, dict[str, float]] = {}
     for baseline in json.loads(result.stdout):
@@ -50,6 +56,8 @@ def experiments() -> dict[str, dict[str, float]]:
                 candidates.append((revision.get("name") or group.get("name"), revision))
         for name, entry in candidates:
             if entry.get("error"):  # a failed or killed run shows its baseline's metrics: not a sample
+                continue
+            if name != "workspace" and not (entry.get("data") or {}).get("timestamp"):  # queued or still running
                 continue
             metrics = _metrics(entry)
             if metrics:

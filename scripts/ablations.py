@@ -1,7 +1,7 @@
 """Reproduce the shapes of the papers' ablation tables as DVC experiments, and collect one table.
 
     .venv/bin/python scripts/ablations.py queue            # queue every experiment (dvc exp run --queue)
-    .venv/bin/dvc exp run --run-all --jobs 1               # run them (each reuses the cached upstream stages)
+    .venv/bin/python scripts/ablations.py run              # dvc exp run --run-all (cached upstream stages reused)
     .venv/bin/python scripts/ablations.py table            # collect: ablations.csv and ablations.md
 
 Tables (small scale: the default params, one change each):
@@ -74,7 +74,7 @@ COLUMNS = {
 def queue() -> None:
     for name, (_, _, overrides) in EXPERIMENTS.items():
         experiments.queue(name, overrides)
-    print(f"queued {len(EXPERIMENTS)} experiments; run them with: dvc exp run --run-all --jobs 1")
+    print(f"queued {len(EXPERIMENTS)} experiments; run them with: .venv/bin/python scripts/ablations.py run")
 
 
 def collect() -> list[dict]:
@@ -109,9 +109,9 @@ def table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("queue", "table"))
+    parser.add_argument("action", choices=("queue", "run", "table"))
     args = parser.parse_args()
-    queue() if args.action == "queue" else table()
+    {"queue": queue, "run": experiments.run_all, "table": table}[args.action]()
 
 
 if __name__ == "__main__":

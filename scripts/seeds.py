@@ -1,7 +1,7 @@
 """Run-to-run spread: the headline BodyMap-vs-CSE figures over several training seeds, as mean ± spread.
 
     .venv/bin/python scripts/seeds.py queue [--seeds 1 2]   # queue one DVC experiment per extra seed
-    .venv/bin/dvc exp run --run-all --jobs 1                # run them (render and template come from the cache)
+    .venv/bin/python scripts/seeds.py run                   # dvc exp run --run-all (render, template: from the cache)
     .venv/bin/python scripts/seeds.py table                 # seeds.csv, seeds.md: per seed and mean ± sd (min..max)
 
 Each experiment `seed-<n>` sets the seed of every training stage (`cse_init`, `pretrain`, `finetune`) to n; the
@@ -40,7 +40,7 @@ def overrides(seed: int) -> list[str]:
 def queue(seeds: list[int]) -> None:
     for seed in seeds:
         experiments.queue(f"seed-{seed}", overrides(seed))
-    print(f"queued {len(seeds)} experiments; run them with: dvc exp run --run-all --jobs 1")
+    print(f"queued {len(seeds)} experiments; run them with: .venv/bin/python scripts/seeds.py run")
 
 
 def rows(runs: dict[str, dict[str, float]]) -> list[dict]:
@@ -93,10 +93,10 @@ def table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("queue", "table"))
+    parser.add_argument("action", choices=("queue", "run", "table"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="extra seeds (the workspace is one)")
     args = parser.parse_args()
-    queue(args.seeds) if args.action == "queue" else table()
+    {"queue": lambda: queue(args.seeds), "run": experiments.run_all, "table": table}[args.action]()
 
 
 if __name__ == "__main__":

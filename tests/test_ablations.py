@@ -70,8 +70,9 @@ def test_seed_experiments_set_every_training_seed_and_summarise_the_spread() -> 
     assert summary["cse"].startswith("12.0 ± 1.0")
 
 
-def test_failed_experiments_are_not_counted_as_samples(monkeypatch) -> None:
-    """A killed `dvc exp run` is listed with an error and its baseline's metrics; it must not count as a seed."""
+def test_failed_and_unfinished_experiments_are_not_counted_as_samples(monkeypatch) -> None:
+    """A killed `dvc exp run` is listed with an error and its baseline's metrics, a queued or running one with the
+    workspace's metrics and no timestamp; neither may count as a seed."""
     import json
     import subprocess
 
@@ -83,9 +84,12 @@ def test_failed_experiments_are_not_counted_as_samples(monkeypatch) -> None:
             "rev": "workspace",
             "data": {"metrics": metrics},
             "experiments": [
-                {"name": "seed-1", "revs": [{"name": "seed-1", "error": None, "data": {"metrics": metrics}}]},
+                {"name": "seed-1", "revs": [{"name": "seed-1", "error": None,
+                                             "data": {"metrics": metrics, "timestamp": "2026-12-01T23:59:04"}}]},
                 {"name": "seed-2", "revs": [{"name": "seed-2", "error": {"msg": "Experiment run failed"},
-                                             "data": {"metrics": metrics}}]},
+                                             "data": {"metrics": metrics, "timestamp": "2026-12-01T23:59:04"}}]},
+                {"name": "seed-3", "revs": [{"name": "seed-3", "error": None,
+                                             "data": {"rev": "workspace", "timestamp": None, "metrics": metrics}}]},
             ],
         }
     ]  # fmt: skip
@@ -95,3 +99,19 @@ def test_failed_experiments_are_not_counted_as_samples(monkeypatch) -> None:
 
     monkeypatch.setattr(_experiments.subprocess, "run", fake_run)
     assert set(_experiments.experiments()) == {"workspace", "seed-1"}
+
+
+def test_run_puts_the_venv_on_the_queue_workers_path(monkeypatch) -> None:
+    """The queue's worker starts `dvc` and `bodymap` by name: `run` must hand it the venv's bin directory."""
+    import os
+
+    import _experiments
+
+    calls = []
+    monkeypatch.setattr(_experiments.subprocess, "run", lambda cmd, **kwargs: calls.append((cmd, kwargs)))
+    monkeypatch.setenv("PATH", "/usr/bin")
+    _experiments.run_all()
+    ((cmd, kwargs),) = calls
+    assert cmd[1:] == ["exp", "run", "--run-all", "--jobs", "1"] and kwargs["check"]
+    assert kwargs["env"]["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert (Path(kwargs["env"]["PATH"].split(os.pathsep)[0]) / "dvc").exists()
