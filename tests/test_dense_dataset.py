@@ -16,14 +16,9 @@ from bodymap.models.inputs import WITHHELD_CSE
 from bodymap.train.finetune import finetune_sources
 
 
-def _dataset(template, rendered, cse_train, config: AugmentParams) -> DenseDataset:
-    return DenseDataset(
-        [Source.rendered(rendered / "train", cse_train)], template.symmetry, template.colors, template.chart, config
-    )
-
-
-def _template_arrays(template) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return template.symmetry, template.colors, template.chart
+def _dataset(template, rendered, cse_train, config: AugmentParams, limit: int | None = None) -> DenseDataset:
+    source = Source.rendered(rendered / "train", cse_train, limit)
+    return DenseDataset([source], template.symmetry, template.colors, template.chart, config)
 
 
 def _samples(data: DenseDataset) -> list[dict[str, torch.Tensor]]:
@@ -60,13 +55,12 @@ def test_finetune_mixes_the_first_synthetic_images_back_in(template, rendered, c
     assert len(finetune_sources(FinetuneParams(synthetic_images=0), sets, cse, pseudo_gt)) == 1  # DensePose-COCO only
     sources = finetune_sources(FinetuneParams(synthetic_images=2), sets, cse, pseudo_gt)
     assert len(sources) == 2 and sources[1].gt == rendered / "train" / "gt" and sources[1].cse == cse / "train"
-    mixed = Source.rendered(rendered / "train", cse_train, limit=2)
-    data = DenseDataset([mixed], *_template_arrays(template))
+    data = _dataset(template, rendered, cse_train, NO_AUGMENT, limit=2)
     assert [example_id for _, example_id in data.items] == gt_ids(rendered / "train" / "gt")[:2]
     whole = _dataset(template, rendered, cse_train, NO_AUGMENT)
     assert torch.equal(
         data.sample(1, np.random.default_rng(0))["cse"], whole.sample(1, np.random.default_rng(0))["cse"]
     )
     every = len(gt_ids(rendered / "train" / "gt"))
-    clamped = DenseDataset([Source.rendered(rendered / "train", cse_train, every + 5)], *_template_arrays(template))
-    assert len(clamped) == every  # more than the render has: all of it
+    # more than the render has: all of it
+    assert len(_dataset(template, rendered, cse_train, NO_AUGMENT, limit=every + 5)) == every
