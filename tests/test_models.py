@@ -308,6 +308,22 @@ def test_untrained_two_stream_model_reproduces_its_cse_input(name: str, template
 
 
 def test_without_the_cse_prior_the_estimate_is_only_encoded(template) -> None:
+def test_the_gated_prior_starts_as_the_prior_and_can_be_turned_down(template) -> None:
+    """`cse_prior="gated"`: untrained, it copies the CSE estimate; with its gate closed the bonus is gone."""
+    torch.manual_seed(0)
+    model = create_model("bodymap_vit", cse_prior="gated", **TINY_VIT).eval()
+    g = torch.Generator().manual_seed(1)
+    vertex = torch.randint(0, template.num_vertices, (1, 32, 32), generator=g)
+    colors = torch.as_tensor(template.colors.astype(np.int64))
+    image, cse = torch.rand(1, 3, 32, 32, generator=g), cse_input(vertex, None, colors)
+    with torch.no_grad():
+        copied = (decode_vertices(model(image, cse), template)[0][0] == vertex[0].numpy()).mean()
+        model.heads.prior_gate.bias.fill_(-30.0)
+        closed = (decode_vertices(model(image, cse), template)[0][0] == vertex[0].numpy()).mean()
+    assert copied > 0.95
+    assert closed < 0.05
+
+
     """`cse_prior=False`: no residual bonus, so an untrained network does not copy its CSE input; CSE still matters."""
     torch.manual_seed(0)
     model = create_model("bodymap_vit", cse_prior=False, **TINY_VIT).eval()

@@ -326,7 +326,8 @@ class ModelParams(Strict):
     `hf-hub:timm/...`), or a local weights file (.pth, .pt, .bin, .safetensors; a timm state dict of the encoder).
     stem: channels of the ViTs' convolutional stem ([] for the plain patchify stem).
     num_bins: classes per colour channel (256: one per colour value, the paper's; fewer classify coarser).
-    cse_prior: whether the heads add the CSE estimate to their logits (a residual prior) besides encoding it.
+    cse_prior: whether the heads add the CSE estimate to their logits (a residual prior) besides encoding it;
+    "gated": that prior scaled per pixel by a gate the network learns.
     """
 
     name: str = "bodymap_vit"
@@ -339,7 +340,7 @@ class ModelParams(Strict):
     pretrained: bool | Annotated[str, Field(min_length=1)] = False
     stem: list[PositiveInt] | None = None
     num_bins: Annotated[int, Field(ge=2, le=256)] | None = None
-    cse_prior: bool | None = None
+    cse_prior: bool | Literal["gated"] | None = None
 
 
 class LossParams(Strict):

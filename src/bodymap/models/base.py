@@ -106,10 +106,13 @@ class BodyMapOutput:
 class CorrespondenceHeads(nn.Module):
     """Colour-code classification head (3 x num_bins logits per pixel) and silhouette head.
 
-    With `use_prior` the heads refine the CSE estimate residually: each channel's logit at the CSE colour gets
+    With `cse_prior` the heads refine the CSE estimate residually: each channel's logit at the CSE colour gets
     `prior_scale` added and the silhouette logit gets `silhouette_prior * (p_cse - 0.5)`, both learned. At
     initialisation the network therefore reproduces its CSE input, and training learns the corrections — on a
-    small budget the networks learn these much faster than to rebuild the estimate from the tokens.
+    small budget the networks learn these much faster than to rebuild the estimate from the tokens. With
+    `cse_prior="gated"` the colour bonus is also scaled per pixel by a gate read from the colour features (sigmoid of a
+    1x1 conv, starting at 0.98 everywhere), so the network can turn the estimate down where it learns that CSE
+    errs instead of only by one scalar for the whole image.
 
     Forward:
         x: [B, C, h, w] decoder output; size: the padded input size; crop: the true input size (H, W);
@@ -118,15 +121,20 @@ class CorrespondenceHeads(nn.Module):
         `BodyMapOutput` at the crop size (colour logits on demand, see `BodyMapOutput`).
     """
 
-    def __init__(self, in_channels: int, hidden: int, num_bins: int = 256, use_prior: bool = False) -> None:
+    def __init__(self, in_channels: int, hidden: int, num_bins: int = 256, cse_prior: bool | str = False) -> None:
         super().__init__()
         self.num_bins = num_bins
         self.color = DenseHead(in_channels, hidden, 3 * num_bins)
         self.silhouette = DenseHead(in_channels, hidden, 1)
-        self.use_prior = use_prior
-        if use_prior:
+        self.use_prior = bool(cse_prior)
+        if self.use_prior:
             self.prior_scale = nn.Parameter(torch.full((3,), 4.0))
             self.silhouette_prior = nn.Parameter(torch.tensor(8.0))
+        self.prior_gate = None
+        if cse_prior == "gated":
+            self.prior_gate = nn.Conv2d(hidden, 1, 1)
+            nn.init.zeros_(self.prior_gate.weight)
+            nn.init.constant_(self.prior_gate.bias, 4.0)
 
     def forward(
         self, x: torch.Tensor, size: tuple[int, int], crop: tuple[int, int], prior: torch.Tensor | None = None
@@ -141,6 +149,8 @@ class CorrespondenceHeads(nn.Module):
             silhouette = silhouette + self.silhouette_prior * (fg - 0.5)
             bins = colour_bins((prior[:, :3] * 255.0).round().clamp(0, 255), self.num_bins)  # (B, 3, H, W)
             weight = self.prior_scale.view(1, 3, 1, 1) * (fg > 0.5).to(features.dtype)  # (B, 3, H, W)
+            if self.prior_gate is not None:
+                weight = weight * torch.sigmoid(self.prior_gate(features))
         return BodyMapOutput(
             silhouette=silhouette,
             color_features=features,

@@ -38,7 +38,8 @@ class BodyMapViT(BodyMapNet):
         drop_path_rate: stochastic depth in both transformers.
         stem: channels of each encoder's convolutional stem (`ViTEncoder`; empty: patchify).
         num_bins: values per colour channel (256).
-        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); False: encode it only.
+        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); "gated": scaled per pixel by a
+            learned gate; False: encode it only.
     """
 
     def __init__(
@@ -54,7 +55,7 @@ class BodyMapViT(BodyMapNet):
         drop_path_rate: float = 0.0,
         stem: Sequence[int] = (),
         num_bins: int = 256,
-        cse_prior: bool = True,
+        cse_prior: bool | str = True,
     ) -> None:
         strides = _dpt_strides(len(out_indices))
         super().__init__(size_divisor=max(patch_size, strides[-1]))
@@ -75,7 +76,7 @@ class BodyMapViT(BodyMapNet):
         )
         self.decoder = DPTDecoder(fused, [patch_size / s for s in strides], features)
         self.heads = CorrespondenceHeads(
-            features, max(1, features // 2), num_bins, use_prior=use_correspondence and cse_prior
+            features, max(1, features // 2), num_bins, cse_prior=use_correspondence and cse_prior
         )
 
 
@@ -88,7 +89,8 @@ class BodyMapCNN(BodyMapNet):
         features: decoder width.
         use_correspondence: False drops the CSE stream.
         num_bins: values per colour channel (256).
-        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); False: encode it only.
+        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); "gated": scaled per pixel by a
+            learned gate; False: encode it only.
     """
 
     def __init__(
@@ -99,7 +101,7 @@ class BodyMapCNN(BodyMapNet):
         features: int,
         use_correspondence: bool = True,
         num_bins: int = 256,
-        cse_prior: bool = True,
+        cse_prior: bool | str = True,
     ) -> None:
         appearance = CNNEncoder(name=encoder, in_chans=3, out_indices=out_indices)
         super().__init__(size_divisor=appearance.strides[-1])
@@ -112,7 +114,7 @@ class BodyMapCNN(BodyMapNet):
         # A CNN pyramid already sits at its strides, so reassembling is only the 3x3 projection.
         self.decoder = DPTDecoder(channels, [1.0] * len(channels), features)
         self.heads = CorrespondenceHeads(
-            features, max(1, features // 2), num_bins, use_prior=use_correspondence and cse_prior
+            features, max(1, features // 2), num_bins, cse_prior=use_correspondence and cse_prior
         )
 
 
@@ -146,11 +148,17 @@ class BodyMapUNet(BodyMapNet):
         widths: channels per level (level l at stride 2^l).
         use_correspondence: False drops the CSE stream.
         num_bins: values per colour channel (256).
-        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); False: encode it only.
+        cse_prior: add the CSE estimate to the heads' logits (`CorrespondenceHeads`); "gated": scaled per pixel by a
+            learned gate; False: encode it only.
     """
 
     def __init__(
-        self, *, widths: Sequence[int], use_correspondence: bool = True, num_bins: int = 256, cse_prior: bool = True
+        self,
+        *,
+        widths: Sequence[int],
+        use_correspondence: bool = True,
+        num_bins: int = 256,
+        cse_prior: bool | str = True,
     ) -> None:
         widths = [int(w) for w in widths]
         super().__init__(size_divisor=2 ** (len(widths) - 1))
@@ -159,5 +167,5 @@ class BodyMapUNet(BodyMapNet):
         self.fusion = LevelFusion(widths, widths if use_correspondence else None, widths)
         self.decoder = UNetDecoder(widths)
         self.heads = CorrespondenceHeads(
-            widths[0], max(32, widths[0]), num_bins, use_prior=use_correspondence and cse_prior
+            widths[0], max(32, widths[0]), num_bins, cse_prior=use_correspondence and cse_prior
         )
