@@ -151,9 +151,10 @@ def test_build_model_translates_params_at_the_edge() -> None:
 
 
 def test_pretrained_encoders_start_from_a_weights_file(tmp_path) -> None:
-    """`pretrained: <file>`: both ViT encoders take the file's blocks as they are; the patch kernel (16 -> 8 px), the
-    position embedding (14 x 14 -> 16 x 16 tokens) and the CSE stream's 4-channel stem are adapted; the decoder and
-    heads stay as built; the stored model arguments do not name the file, so a checkpoint rebuilds without it."""
+    """`pretrained: <file>`: both ViT encoders take the file's blocks as they are; the patch kernel (16 -> 8 px at
+    `patch_size: 8`), the position embedding (14 x 14 -> 16 x 16 tokens) and the CSE stream's 4-channel stem are
+    adapted; the decoder and heads stay as built; the stored model arguments do not name the file, so a checkpoint
+    rebuilds without it."""
     import timm
 
     torch.manual_seed(7)
@@ -161,9 +162,9 @@ def test_pretrained_encoders_start_from_a_weights_file(tmp_path) -> None:
     weights = tmp_path / "vit_tiny.pth"
     torch.save(source.state_dict(), weights)
     torch.manual_seed(0)
-    random_init = build_model(ModelParams(**TINY_VIT))
+    random_init = build_model(ModelParams(**TINY_VIT, patch_size=8))
     torch.manual_seed(0)
-    model = build_model(ModelParams(**TINY_VIT, pretrained=str(weights)))
+    model = build_model(ModelParams(**TINY_VIT, patch_size=8, pretrained=str(weights)))
 
     file = source.state_dict()
     for encoder in (model.appearance, model.correspondence):
@@ -179,7 +180,7 @@ def test_pretrained_encoders_start_from_a_weights_file(tmp_path) -> None:
     image, cse = _inputs()
     assert torch.isfinite(model(image, cse).silhouette).all()
 
-    args = model_args("bodymap_vit", **params_overrides(ModelParams(**TINY_VIT, pretrained=str(weights))))
+    args = model_args("bodymap_vit", **params_overrides(ModelParams(**TINY_VIT, patch_size=8, pretrained=str(weights))))
     assert "pretrained" not in args
     weights.unlink()
     rebuilt = create_model("bodymap_vit", **args)
@@ -307,7 +308,6 @@ def test_untrained_two_stream_model_reproduces_its_cse_input(name: str, template
     assert (decoded[0][fg] == vertex[0].numpy()[fg]).mean() > 0.95
 
 
-def test_without_the_cse_prior_the_estimate_is_only_encoded(template) -> None:
 def test_the_gated_prior_starts_as_the_prior_and_can_be_turned_down(template) -> None:
     """`cse_prior="gated"`: untrained, it copies the CSE estimate; with its gate closed the bonus is gone."""
     torch.manual_seed(0)
@@ -324,6 +324,7 @@ def test_the_gated_prior_starts_as_the_prior_and_can_be_turned_down(template) ->
     assert closed < 0.05
 
 
+def test_without_the_cse_prior_the_estimate_is_only_encoded(template) -> None:
     """`cse_prior=False`: no residual bonus, so an untrained network does not copy its CSE input; CSE still matters."""
     torch.manual_seed(0)
     model = create_model("bodymap_vit", cse_prior=False, **TINY_VIT).eval()

@@ -30,7 +30,7 @@ class BodyMapViT(BodyMapNet):
     Args:
         encoder: timm ViT name for both transformers (separate weights).
         img_size: input size the position embeddings are laid out for (other sizes work, interpolated).
-        patch_size: token stride; 8 keeps a 16 x 16 token grid at 128 px.
+        patch_size: token stride (the paper's 16: an 8 x 8 token grid at 128 px).
         depth: transformer blocks (None: the timm name's).
         out_indices: blocks read by the decoder, one DPT level each (shallow to deep).
         features: decoder width F; level l is fused to F * 2^l / 2 channels (widening with depth, as DPT's reassemble).
