@@ -4,23 +4,37 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Quiet pip: the machine's extra file indexes print a warning per missing package.
-PIP_FLAGS := --quiet --disable-pip-version-check --no-input
+STAMP_RUN := $(VENV)/.installed-run
+# Quiet pip: the machine's extra file indexes print a warning per missing package. No byte-compiling at install
+# (~20k files, about a minute here): Python compiles the modules a run imports, once, on first import.
+PIP_FLAGS := --quiet --disable-pip-version-check --no-input --no-compile
+# `make run` needs the pipeline tools; `make test` adds pytest, ruff and the S3/Kubernetes test servers.
+EXTRAS_RUN := pipeline
+EXTRAS_TEST := pipeline,dev
 
 .PHONY: run test lint format lock pipeline remote clean-venv
 
-$(STAMP): pyproject.toml requirements.lock
+# $(call install,EXTRAS): create the venv if missing, install bodymap with EXTRAS from the lock, check it.
+define install
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing bodymap into $(VENV) (first time: a few minutes)"
-	@$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements.lock -e '.[pipeline,dev]' > $(VENV)/pip.log 2>&1 \
+	@echo "installing bodymap[$(1)] into $(VENV) (first time: a few minutes)"
+	@$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements.lock -e '.[$(1)]' > $(VENV)/pip.log 2>&1 \
 		|| { grep -v "is ignored: it is neither" $(VENV)/pip.log | tail -40; echo "pip install failed (full log: $(VENV)/pip.log)"; exit 1; }
 	@$(BIN)/python -c "import bodymap" || { echo "install failed: bodymap does not import"; exit 1; }
 	@$(BIN)/python -m pip check
-	@touch $(STAMP)
+endef
+
+$(STAMP_RUN): pyproject.toml requirements.lock
+	$(call install,$(EXTRAS_RUN))
+	@touch $@
+
+$(STAMP): pyproject.toml requirements.lock
+	$(call install,$(EXTRAS_TEST))
+	@touch $@ $(STAMP_RUN)
 
 # DVC stage commands call `bodymap`, so the venv's bin goes first on PATH. When something is out of date, the
 # stages' MLflow runs nest under one pipeline run (BODYMAP_PIPELINE_RUN_ID); an up-to-date repro starts no run.
-run: $(STAMP)
+run: $(STAMP_RUN)
 	@export PATH="$(CURDIR)/$(BIN):$$PATH"; \
 	if dvc status --quiet; then dvc repro; else \
 		run_id=$$(bodymap tracking start) || exit 1; \
