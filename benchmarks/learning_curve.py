@@ -145,6 +145,9 @@ def write_outputs(rows: list[dict]) -> None:
                           key=lambda r: float(r["images_seen"]))  # fmt: skip
             if mine:
                 ax.plot([float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine], "o-", label=model)
+        base = [r for r in rows if r["model"] == "cse" and float(r["budget"]) == 1.0 and r[column] not in (None, "")]
+        if base:  # BodyMap's images come on top of the 1x CSE's: its points are read against that line
+            ax.axhline(float(base[0][column]), color="C1", linestyle=":", label="bodymap's input (cse 1x)")
         ax.set_xscale("log", base=2)  # budgets double: one tick per doubling of images seen
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
