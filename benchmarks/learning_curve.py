@@ -121,13 +121,16 @@ def add_row(path: Path, row: dict) -> list[dict]:
 
 
 def write_outputs(rows: list[dict]) -> None:
-    def cell(v) -> str:
-        return "–" if v in (None, "") else (f"{float(v):.1f}" if isinstance(v, float | str) else str(v))
+    def cell(column: str, v) -> str:
+        if v in (None, ""):
+            return "–"
+        if column in ("model", "steps", "images_seen"):
+            return str(v)
+        return f"{float(v):g}" if column == "budget" else f"{float(v):.1f}"
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        lines.append("| " + " | ".join(str(row[c]) if c in ("model", "steps", "images_seen") else cell(row[c])
-                                       for c in COLUMNS) + " |")  # fmt: skip
+        lines.append("| " + " | ".join(cell(c, row[c]) for c in COLUMNS) + " |")
     (RESULTS / "learning_curve.md").write_text("\n".join(lines) + "\n")
 
     from matplotlib.figure import Figure
