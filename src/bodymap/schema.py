@@ -382,7 +382,7 @@ class PretrainParams(Strict):
     model: ModelParams = ModelParams()
     losses: LossParams = LossParams()
     augment: AugmentParams = AugmentParams()
-    # Sized for the 2-core default run (~6 minutes of training), the rest of the minutes going to CSE's steps.
+    # Sized for the 2-core default run (~4 minutes of training at patch 16), the rest going to CSE's steps.
     train: TrainParams = TrainParams(steps=400, batch_size=4, warmup_steps=40)
 
 
