@@ -25,7 +25,7 @@ from bodymap.config import LossParams
 from bodymap.losses import (
     TemplateTensors,
     chart_weight_table,
-    classification_loss,
+    pixel_classification_loss,
     pixel_weights,
     soft_iou_loss,
     total_loss,
@@ -69,7 +69,8 @@ def _loss_fn(template: TemplateTensors | None) -> Callable[[BodyMapOutput, dict[
 
     def proxy(out: BodyMapOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         w = pixel_weights(batch["vertex"], batch["chart"], table, batch["weight"])
-        cls = classification_loss(out.color_logits, batch["vertex"], colors, w)
+        b, y, x = torch.nonzero(batch["vertex"] >= 0, as_tuple=True)  # the labelled pixels, as in training
+        cls = pixel_classification_loss(out.logits_at(b, y, x), colors[batch["vertex"][b, y, x]], w[b, y, x])
         return cls + soft_iou_loss(out.silhouette, batch["mask"], batch["weight"])
 
     return proxy
