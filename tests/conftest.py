@@ -13,6 +13,7 @@ nothing imported at the top of this file needs more than torch, numpy, scipy and
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -27,6 +28,17 @@ PINNED_CPU_KERNELS = pin_cpu_kernels()
 from bodymap.template import BodyTemplate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str):
+    """A script of the repository that is not a package module (`benchmarks/*.py`, `scripts/*.py`), imported by
+    path, e.g. `load_script("benchmarks/learning_curve.py")`."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 has_cuda = False
 try:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, load_script
 
 from bodymap.config import load_params, parse_override
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))  # the scripts import their shared `_experiments` module
 
 
 def _ablations():
-    spec = importlib.util.spec_from_file_location("ablations", ROOT / "scripts" / "ablations.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/ablations.py")
 
 
 EXPERIMENTS = _ablations().EXPERIMENTS
@@ -46,10 +42,7 @@ def test_default_rows_name_every_table_once() -> None:
 
 
 def _seeds():
-    spec = importlib.util.spec_from_file_location("seeds", ROOT / "scripts" / "seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/seeds.py")
 
 
 def test_seed_experiments_set_every_training_seed_and_summarise_the_spread() -> None:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def _left_right():
-    spec = importlib.util.spec_from_file_location("left_right", ROOT / "benchmarks" / "left_right.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/left_right.py")
 
 
 def _write(gt_dir: Path, out: Path, vertex_of) -> None:
