@@ -21,7 +21,7 @@ EXTRAS_TEST := pipeline,dev
 # $(call install,EXTRAS): create the venv if missing, install bodymap with EXTRAS from the lock, check it.
 define install
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing bodymap[$(1)] into $(VENV) (first time: a few minutes)"
+	@echo "installing bodymap[$(1)] into $(VENV) (first time: about a minute)"
 	@{ $(BIN)/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION) && $(BIN)/uv pip install --python $(BIN)/python \
 		$(UV_FLAGS) $$($(BIN)/python scripts/uv_sources.py) -c requirements.lock -e '.[$(1)]'; } > $(VENV)/pip.log 2>&1 \
 		|| { grep -v "is ignored: it is neither" $(VENV)/pip.log | tail -40; echo "install failed (full log: $(VENV)/pip.log)"; exit 1; }
