@@ -134,7 +134,7 @@ def write_outputs(rows: list[dict]) -> None:
     (RESULTS / "learning_curve.md").write_text("\n".join(lines) + "\n")
 
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig = Figure(figsize=(12, 3.6), dpi=100)
     axes = fig.subplots(1, 3)
@@ -152,7 +152,7 @@ def write_outputs(rows: list[dict]) -> None:
         if base:  # BodyMap's images come on top of the 1x CSE's: its points are read against that line
             ax.axhline(float(base[0][column]), color="C1", linestyle=":", label="bodymap's input (cse 1x)")
         ax.set_xscale("log", base=2)  # budgets double: one tick per doubling of images seen
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1024:g}k"))  # 16k, not 16384
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training images seen")
         ax.set_title(f"test split: {title}")
