@@ -22,8 +22,9 @@ EXTRAS_TEST := pipeline,dev
 define install
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing bodymap[$(1)] into $(VENV) (first time: about a minute)"
-	@{ $(BIN)/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION) && $(BIN)/uv pip install --python $(BIN)/python \
-		$(UV_FLAGS) $$($(BIN)/python scripts/uv_sources.py) -c requirements.lock -e '.[$(1)]'; } > $(VENV)/pip.log 2>&1 \
+	@{ $(BIN)/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION) && sources=$$($(BIN)/python scripts/uv_sources.py) \
+		&& $(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS) $$sources -c requirements.lock -e '.[$(1)]'; } \
+		> $(VENV)/pip.log 2>&1 \
 		|| { grep -v "is ignored: it is neither" $(VENV)/pip.log | tail -40; echo "install failed (full log: $(VENV)/pip.log)"; exit 1; }
 	@$(BIN)/python -c "import bodymap" || { echo "install failed: bodymap does not import"; exit 1; }
 	@$(BIN)/python -m pip check
