@@ -11,6 +11,7 @@ import torch
 from bodymap.cse.decode import decode_image, nearest_vertex
 from bodymap.cse.loss import soft_embedding_loss
 from bodymap.cse.model import CseNet, VertexEmbedding
+from bodymap.cse.stage import crop_around_people
 from bodymap.data.augment import flip
 
 
@@ -46,6 +47,28 @@ def test_soft_loss_is_differentiable_in_pixels_and_w(template):
     with torch.no_grad():
         stepped = pixels - 0.5 * pixels.grad
     assert soft_embedding_loss(stepped, embedding(), rows, 0.05, 0.1) < loss
+
+
+def test_training_crops_keep_full_resolution_around_a_person():
+    # Two 40 x 40 images: a person in the bottom-right corner of the first, none in the second.
+    vertex = torch.full((2, 40, 40), -1, dtype=torch.int64)
+    vertex[0, 30:38, 32:39] = torch.arange(56).view(8, 7)
+    image = torch.rand(2, 3, 40, 40)
+    batch = {"image": image, "vertex": vertex, "mask": (vertex >= 0).float(), "name": ["a", "b"]}
+    out = crop_around_people(batch, 16, torch.Generator().manual_seed(0))
+    assert out["image"].shape == (2, 3, 16, 16) and out["vertex"].shape == out["mask"].shape == (2, 16, 16)
+    assert out["name"] == ["a", "b"]  # what is not an image-sized map passes through
+    # The window is a slice of the image, pixels and labels together, shifted inside the image.
+    first = out["vertex"][0]
+    assert (first >= 0).any()
+    ys, xs = torch.nonzero(out["vertex"][0] == 0, as_tuple=True)
+    y0, x0 = 30 - int(ys[0]), 32 - int(xs[0])
+    assert 0 <= y0 <= 24 and 0 <= x0 <= 24
+    assert torch.equal(out["image"][0], image[0, :, y0 : y0 + 16, x0 : x0 + 16])
+    # The same generator state gives the same windows; a window as big as the image changes nothing.
+    again = crop_around_people(batch, 16, torch.Generator().manual_seed(0))
+    assert all(torch.equal(out[k], again[k]) for k in ("image", "vertex", "mask"))
+    assert crop_around_people(batch, 40, torch.Generator()) is batch
 
 
 def test_decoding_returns_the_nearest_vertex_embedding():

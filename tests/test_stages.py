@@ -21,7 +21,10 @@ from bodymap.config import default_params_dict
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "cse_init": {"train": {"steps": 24, "batch_size": 4, "log_every": 4, "warmup_steps": 2, "lr": 0.003}},
+    "cse_init": {
+        "train_crop": 64,
+        "train": {"steps": 24, "batch_size": 4, "log_every": 4, "warmup_steps": 2, "lr": 0.003},
+    },
     # A CSE model trained for 24 steps barely separates people from the background: trust the flow check alone.
     "pseudo_gt": {"flow": {"min_foreground": 0.0}},
     "pretrain": {"train": {"steps": 6, "batch_size": 4, "log_every": 2, "warmup_steps": 1, "checkpoint_every": 3}},

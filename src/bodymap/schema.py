@@ -294,6 +294,8 @@ class CseParams(Strict):
     sigma_geodesic_m: width of the geodesic target softmax(-d / sigma_g). sigma_embedding: temperature of the
     embedding distances (vertex embeddings are unit vectors, so squared distances lie in [0, 4]).
     input_scale: the encoder runs on the image resized by this factor (outputs stay at input size).
+    train_crop: train on windows of this many pixels square around a random person pixel, at full resolution (the
+    network is convolutional and infers on whole images); null trains on whole images.
     workers: processes that share the inference on the image sets after training (shards of their batches, merged
     into the files one process writes; `bodymap.shards`).
     """
@@ -301,6 +303,7 @@ class CseParams(Strict):
     backbone: str = "resnet18"
     embed_dim: PositiveInt = 16
     input_scale: Annotated[float, Field(gt=0, le=1)] = 1.0
+    train_crop: Annotated[int, Field(ge=16)] | None = None
     sigma_geodesic_m: PositiveFloat = 0.05
     sigma_embedding: PositiveFloat = 0.2
     pixels_per_image: PositiveInt = 64
