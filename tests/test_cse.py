@@ -59,8 +59,7 @@ def test_training_crops_keep_full_resolution_around_a_person():
     assert out["image"].shape == (2, 3, 16, 16) and out["vertex"].shape == out["mask"].shape == (2, 16, 16)
     assert out["name"] == ["a", "b"]  # what is not an image-sized map passes through
     # The window is a slice of the image, pixels and labels together, shifted inside the image.
-    first = out["vertex"][0]
-    assert (first >= 0).any()
+    assert (out["vertex"][0] >= 0).any()
     ys, xs = torch.nonzero(out["vertex"][0] == 0, as_tuple=True)
     y0, x0 = 30 - int(ys[0]), 32 - int(xs[0])
     assert 0 <= y0 <= 24 and 0 <= x0 <= 24

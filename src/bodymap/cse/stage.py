@@ -83,20 +83,18 @@ def crop_around_people(
     random and shifted inside the image; an image without foreground gets a random window.
 
     The network is convolutional, so it trains on the windows and infers on whole images at the same scale: a
-    window of 96 at 128^2 is ~0.56 of the pixels and keeps most of a person, so a step costs about half."""
-    image = batch["image"]
-    h, w = image.shape[-2:]
+    window of 96 at 128^2 is ~0.56 of the pixels and keeps most of a person; a step takes ~0.7 of the time."""
+    h, w = batch["image"].shape[-2:]
     if size >= min(h, w):
         return batch
-    valid = (batch["vertex"] >= 0).flatten(1).cpu()
+    b, y, x = sample_pixels(batch["vertex"] >= 0, 1, generator)  # one person pixel per image that has one
+    centres = {int(i): (int(cy), int(cx)) for i, cy, cx in zip(b, y, x, strict=True)}
     corners = []
-    for row in valid:
-        idx = torch.nonzero(row).squeeze(1)
-        if len(idx):
-            centre = int(idx[torch.randint(len(idx), (1,), generator=generator)])
-            cy, cx = centre // w, centre % w
-        else:
-            cy, cx = (int(v) for v in torch.randint(min(h, w), (2,), generator=generator))
+    for i in range(len(batch["image"])):
+        cy, cx = centres.get(i) or (
+            int(torch.randint(h, (1,), generator=generator)),
+            int(torch.randint(w, (1,), generator=generator)),
+        )
         corners.append((min(max(cy - size // 2, 0), h - size), min(max(cx - size // 2, 0), w - size)))
     out = {}
     for key, value in batch.items():
