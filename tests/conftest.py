@@ -126,6 +126,7 @@ TEST_RENDER_PARAMS = {
     "image_size": 96,
     "identities": 8,
     "train_images": 16,
+    "cse_train_images": 8,
     "val_images": 4,
     "test_images": 6,
     "workers": 1,

@@ -247,7 +247,7 @@ class RenderParams(Strict):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     train_images: Count = 400
-    cse_train_images: Count = 0
+    cse_train_images: Count = 1600
     val_images: Count = 40
     test_images: Count = 60
     crowd_fraction: Probability = 0.25
@@ -303,7 +303,7 @@ class CseParams(Strict):
     backbone: str = "resnet18"
     embed_dim: PositiveInt = 16
     input_scale: Annotated[float, Field(gt=0, le=1)] = 1.0
-    train_crop: Annotated[int, Field(ge=16)] | None = None
+    train_crop: Annotated[int, Field(ge=16)] | None = 96
     sigma_geodesic_m: PositiveFloat = 0.05
     sigma_embedding: PositiveFloat = 0.2
     pixels_per_image: PositiveInt = 64
@@ -314,7 +314,7 @@ class CseParams(Strict):
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     # Sized for the 2-core default run (~9 minutes of training): on these cores the accuracy per minute comes from
     # CSE's steps (benchmarks/learning_curve.py); real scale is tens of thousands of steps on GPUs.
-    train: TrainParams = TrainParams(steps=1200, lr=5e-3, warmup_steps=20)
+    train: TrainParams = TrainParams(steps=1700, lr=5e-3, warmup_steps=20)
 
 
 class ModelParams(Strict):
