@@ -41,7 +41,7 @@ FIGURES = {  # column -> metric key, {m} = the model's prefix in the stage's met
     "test_window_10px": "{m}/test/window_10px",
     "val_cm_10": "{m}/val/cm_10",
 }
-COLUMNS = ["model", "budget", "steps", "images_seen", "train_seconds", *FIGURES]
+COLUMNS = ["model", "recipe", "budget", "steps", "images_seen", "train_seconds", *FIGURES]
 
 
 def train_params(stage: str, path: Path = ROOT / "params.yaml") -> dict:
@@ -53,9 +53,24 @@ def default_steps(stage: str) -> tuple[int, int]:
     return int(train["steps"]), int(train["batch_size"])
 
 
+def recipe(model: str, path: Path = ROOT / "params.yaml") -> str:
+    """What the 1x run of `model` is, beyond its step count: the CSE's data and windows (BodyMap's input too), so
+    rows of two recipes are kept and drawn apart instead of read as one curve."""
+    params = yaml.safe_load(path.read_text())
+    render, cse = params["render"], params["cse_init"]
+    crop = f"{cse['train_crop']}-px windows" if cse.get("train_crop") else "whole images"
+    images = render.get("cse_train_images") or render["train_images"]
+    cse_recipe = f"CSE {cse['train']['steps']} steps on {images} images, {crop}"
+    return cse_recipe if model == "cse" else f"BodyMap {params['pretrain']['train']['steps']} steps on {cse_recipe}"
+
+
+def key(row: dict) -> tuple[str, str, float]:
+    return row["model"], row["recipe"], float(row["budget"])
+
+
 def row_from(model: str, budget: float, steps: int, batch: int, values: dict, seconds: float) -> dict:
     prefix = "cse" if model == "cse" else "bodymap"
-    row = {"model": model, "budget": budget, "steps": steps, "images_seen": steps * batch}
+    row = {"model": model, "recipe": recipe(model), "budget": budget, "steps": steps, "images_seen": steps * batch}
     row["train_seconds"] = round(values.get("train_seconds", seconds), 1)
     return row | {c: values.get(k.format(m=prefix)) for c, k in FIGURES.items()}
 
@@ -69,12 +84,17 @@ def baseline(model: str, data: Path) -> dict:
     params = data.parent / "params.yaml"
     if params.is_file():  # the run's 1x must be this checkout's 1x, or the curve mixes two recipes
         theirs, ours = train_params(stage, params), train_params(stage)
-        for key in sorted(set(theirs) | set(ours)):
-            if theirs.get(key) != ours.get(key):
+        for name in sorted(set(theirs) | set(ours)):
+            if theirs.get(name) != ours.get(name):
                 raise SystemExit(
-                    f"{params}: {stage}.train.{key} is {theirs.get(key)!r}, this checkout's params.yaml has "
-                    f"{ours.get(key)!r}; the run's metrics are not this recipe's 1x (drop --baseline)"
+                    f"{params}: {stage}.train.{name} is {theirs.get(name)!r}, this checkout's params.yaml has "
+                    f"{ours.get(name)!r}; the run's metrics are not this recipe's 1x (drop --baseline)"
                 )
+        if recipe(model, params) != recipe(model):
+            raise SystemExit(
+                f"{params}: the run's recipe is {recipe(model, params)!r}, this checkout's is {recipe(model)!r}; "
+                "the run's metrics are not this recipe's 1x (drop --baseline)"
+            )
     steps, batch = default_steps(stage)
     return row_from(model, 1.0, steps, batch, json.loads(path.read_text()), float("nan"))
 
@@ -109,8 +129,8 @@ def read_rows(path: Path) -> list[dict]:
 
 def add_row(path: Path, row: dict) -> list[dict]:
     """Merge `row` into the CSV as it is on disk now (another invocation may have added rows), atomically."""
-    rows = [r for r in read_rows(path) if (r["model"], float(r["budget"])) != (row["model"], float(row["budget"]))]
-    rows = sorted([*rows, row], key=lambda r: (r["model"], float(r["budget"])))
+    rows = [r for r in read_rows(path) if key(r) != key(row)]
+    rows = sorted([*rows, row], key=key)
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -124,7 +144,7 @@ def write_outputs(rows: list[dict]) -> None:
     def cell(column: str, v) -> str:
         if v in (None, ""):
             return "–"
-        if column in ("model", "steps", "images_seen"):
+        if column in ("model", "recipe", "steps", "images_seen"):
             return str(v)
         return f"{float(v):g}" if column == "budget" else f"{float(v):.1f}"
 
@@ -143,14 +163,19 @@ def write_outputs(rows: list[dict]) -> None:
         [("test_cm_10", "within 10 cm (%)"), ("test_gpsm_ap", "GPSm AP"), ("test_window_10px", "10 px window (%)")],
         strict=True,
     ):
-        for model in ("cse", "bodymap"):
-            mine = sorted((r for r in rows if r["model"] == model and r[column] not in (None, "")),
-                          key=lambda r: float(r["images_seen"]))  # fmt: skip
+        today = {"cse": recipe("cse"), "bodymap": recipe("bodymap")}
+        lines = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda m: (m[0] != "cse", m[1] != today[m[0]]))
+        for i, (model, name) in enumerate(lines):
+            mine = [r for r in rows if (r["model"], r["recipe"]) == (model, name) and r[column] not in (None, "")]
+            mine.sort(key=lambda r: float(r["images_seen"]))
             if mine:
-                ax.plot([float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine], "o-", label=model)
-        base = [r for r in rows if r["model"] == "cse" and float(r["budget"]) == 1.0 and r[column] not in (None, "")]
+                style = "o-" if name == today[model] else "o--"
+                label = model if name == today[model] else f"{model}, earlier recipe"
+                xs, ys = [float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine]
+                ax.plot(xs, ys, style, color=f"C{i}", label=label, alpha=1.0 if name == today[model] else 0.6)
+        base = [r for r in rows if key(r) == ("cse", today["cse"], 1.0) and r[column] not in (None, "")]
         if base:  # BodyMap's images come on top of the 1x CSE's: its points are read against that line
-            ax.axhline(float(base[0][column]), color="C1", linestyle=":", label="bodymap's input (cse 1x)")
+            ax.axhline(float(base[0][column]), color="gray", linestyle=":", label="bodymap's input (cse 1x)")
         ax.set_xscale("log", base=2)  # budgets double: one tick per doubling of images seen
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1024:g}k"))  # 16k, not 16384
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -177,7 +202,7 @@ def main() -> int:
     path = RESULTS / "learning_curve.csv"
     for model in args.models:
         for budget in args.budgets:
-            if (model, float(budget)) in {(r["model"], float(r["budget"])) for r in read_rows(path)}:
+            if (model, recipe(model), float(budget)) in {key(r) for r in read_rows(path)}:
                 continue
             fresh = baseline(model, data) if args.baseline and budget == 1 else run(model, budget, args.work, data)
             write_outputs(add_row(path, fresh))

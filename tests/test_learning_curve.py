@@ -14,8 +14,9 @@ def _curve():
     return load_script("benchmarks/learning_curve.py")
 
 
-def _row(curve, model: str, budget: float, cm: float) -> dict:
-    return dict.fromkeys(curve.COLUMNS) | {"model": model, "budget": budget, "steps": 1, "test_cm_10": cm}
+def _row(curve, model: str, budget: float, cm: float, recipe: str = "today") -> dict:
+    row = {"model": model, "recipe": recipe, "budget": budget, "steps": 1, "test_cm_10": cm}
+    return dict.fromkeys(curve.COLUMNS) | row
 
 
 def test_rows_of_two_invocations_merge_and_a_rerun_replaces_its_own(tmp_path: Path) -> None:
@@ -30,6 +31,17 @@ def test_rows_of_two_invocations_merge_and_a_rerun_replaces_its_own(tmp_path: Pa
     ]
     assert [(r["model"], r["test_cm_10"]) for r in curve.read_rows(path)] == [("bodymap", "20.0"), ("cse", "17.0")]
     assert not path.with_suffix(".csv.tmp").exists()
+
+
+def test_rows_of_another_recipe_are_kept_beside_todays(tmp_path: Path) -> None:
+    curve = _curve()
+    path = tmp_path / "curve.csv"
+    curve.add_row(path, _row(curve, "cse", 2, 16.0, recipe="CSE 1200 steps on 400 images, whole images"))
+    rows = curve.add_row(path, _row(curve, "cse", 2, 20.0, recipe=curve.recipe("cse")))
+    assert sorted(float(r["test_cm_10"]) for r in rows) == [16.0, 20.0]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert str(params["cse_init"]["train"]["steps"]) in curve.recipe("cse")
+    assert curve.recipe("cse") in curve.recipe("bodymap")  # BodyMap's recipe names its input's
 
 
 def test_the_1x_rows_are_the_runs_own_stage_metrics(tmp_path: Path) -> None:
@@ -56,4 +68,9 @@ def test_a_run_with_another_training_recipe_is_not_taken_for_the_1x_row(tmp_path
     params["pretrain"]["train"]["steps"] += 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(SystemExit, match=r"params\.yaml: pretrain\.train\.steps is \d+, this checkout's"):
+        curve.baseline("bodymap", tmp_path / "data")
+    params["pretrain"]["train"]["steps"] -= 1
+    params["cse_init"]["train_crop"] = None  # the same BodyMap steps on another CSE: another recipe
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit, match=r"the run's recipe is .*whole images"):
         curve.baseline("bodymap", tmp_path / "data")
