@@ -11,7 +11,9 @@ the last step), with the real stage command:
 - `cse`: `bodymap cse_init` (CSE alone, scored on the val and test splits);
 - `bodymap`: `bodymap pretrain` on the default run's CSE outputs (scored on val and test).
 
-and records the test-split figures: within 10 cm, GPSm AP and the 10 px window (plus val within 10 cm). With
+and records the test-split figures: within 10 cm, GPSm AP and the 10 px window (plus val within 10 cm). Each row
+names its recipe (`recipe`: the 1x steps, CSE's training images and windows; BodyMap's names its input CSE's), so
+rows measured under earlier defaults stay in the file beside today's and are drawn dashed. With
 `--baseline` the 1x rows are read from the run's own `metrics/` instead of trained again: with default params that
 stage *is* the 1x run. Results go to `benchmarks/results/learning_curve.csv` (one row per run, merged into the file
 as runs finish, so two invocations for different models may run side by side; a rerun skips the rows it has),
