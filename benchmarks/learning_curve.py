@@ -160,13 +160,13 @@ def write_outputs(rows: list[dict]) -> None:
 
     fig = Figure(figsize=(12, 3.6), dpi=100)
     axes = fig.subplots(1, 3)
+    today = {model: recipe(model) for model in STAGE}  # read once, not per panel
+    lines = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda m: (m[0] != "cse", m[1] != today[m[0]]))
     for ax, (column, title) in zip(
         axes,
         [("test_cm_10", "within 10 cm (%)"), ("test_gpsm_ap", "GPSm AP"), ("test_window_10px", "10 px window (%)")],
         strict=True,
     ):
-        today = {"cse": recipe("cse"), "bodymap": recipe("bodymap")}
-        lines = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda m: (m[0] != "cse", m[1] != today[m[0]]))
         for i, (model, name) in enumerate(lines):
             mine = [r for r in rows if (r["model"], r["recipe"]) == (model, name) and r[column] not in (None, "")]
             mine.sort(key=lambda r: float(r["images_seen"]))
@@ -177,7 +177,7 @@ def write_outputs(rows: list[dict]) -> None:
                 ax.plot(xs, ys, style, color=f"C{i}", label=label, alpha=1.0 if name == today[model] else 0.6)
         base = [r for r in rows if key(r) == ("cse", today["cse"], 1.0) and r[column] not in (None, "")]
         if base:  # BodyMap's images come on top of the 1x CSE's: its points are read against that line
-            ax.axhline(float(base[0][column]), color="gray", linestyle=":", label="bodymap's input (cse 1x)")
+            ax.axhline(float(base[0][column]), color="gray", linestyle=":", label="cse 1x (today's bodymap input)")
         ax.set_xscale("log", base=2)  # budgets double: one tick per doubling of images seen
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1024:g}k"))  # 16k, not 16384
         ax.xaxis.set_minor_formatter(NullFormatter())
