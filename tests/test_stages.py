@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TEST_RENDER_PARAMS
 
 from bodymap.config import default_params_dict
 
 pytestmark = pytest.mark.slow
 
 TINY = {
+    "render": {"image_size": TEST_RENDER_PARAMS["image_size"]},  # what the prepared render was made at, as in a run
     "cse_init": {
         "train_crop": 64,
         "train": {"steps": 24, "batch_size": 4, "log_every": 4, "warmup_steps": 2, "lr": 0.003},
@@ -183,6 +185,9 @@ def test_finetune_dense_mode_trains_on_pseudo_gt_and_scores_held_out_coco(work: 
     metrics = work.metrics("finetune")
     keys = {"bodymap/coco_val/gpsm_ap", "bodymap/coco_val_dense/window_10px", "bodymap/val/cm_10"}
     assert keys <= set(metrics)
+    assert {k.replace("bodymap/", "pretrained/") for k in keys} <= set(metrics)  # the weights it started from
+    # the same weights on the same set score what the pretrain stage measured
+    assert metrics["pretrained/val/cm_10"] == pytest.approx(work.metrics("pretrain")["bodymap/val/cm_10"])
     assert metrics["bodymap/coco_val/window_10px"] is None  # sparse points: no window figure
     assert metrics["examples"] > 0
 

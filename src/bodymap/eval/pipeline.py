@@ -206,8 +206,9 @@ def evaluate_checkpoint(
     evaluate: EvaluateParams,
     device: str = "auto",
     size: int | None = None,
+    name: str = "bodymap",
 ) -> dict[str, Any]:
-    """Predict pipeline sets with a checkpoint and score them (`specs_for`, metric keys `bodymap/<set>/...`); flat
+    """Predict pipeline sets with a checkpoint and score them (`specs_for`, metric keys `<name>/<set>/...`); flat
     metrics. `cse`: the cse_init outputs (one folder per set). `size`: the training resolution photos are
     letterboxed to (None: each image's own, for renders already at it)."""
     template = BodyTemplate.load(template_dir)
@@ -217,5 +218,5 @@ def evaluate_checkpoint(
     for image_set in image_sets:
         predictions = out / "predictions" / image_set.name
         predict_images(model, template, image_set.images(), cse / image_set.name, predictions, dev, size=size)
-        specs += specs_for("bodymap", image_set, predictions, image_set.name)
+        specs += specs_for(name, image_set, predictions, image_set.name)
     return run_evaluation(template, specs, evaluate, out / "evaluation")
