@@ -192,6 +192,20 @@ def test_finetune_dense_mode_trains_on_pseudo_gt_and_scores_held_out_coco(work: 
     assert metrics["examples"] > 0
 
 
+def test_finetune_mode_none_keeps_the_weights_and_reports_them_once_under_both_names(
+    work: Work, pseudo_gt: Path, pretrained: Path
+) -> None:
+    work.run(
+        "finetune", "--template", str(work.template), "--render", str(work.render), "--cse", "cse",
+        "--pseudo-gt", "pseudo_gt", "--pretrained", str(pretrained), "--model-dir", "models/finetune-none",
+        "--out", "finetune-none", "--metrics", "metrics/finetune-none.json", "--set", "finetune.mode=none",
+    )  # fmt: skip
+    metrics = json.loads((work.root / "metrics" / "finetune-none.json").read_text())
+    assert metrics["examples"] == 0 and metrics["bodymap/val/cm_10"] == metrics["pretrained/val/cm_10"]
+    assert metrics["pretrained/val/cm_10"] == pytest.approx(work.metrics("pretrain")["bodymap/val/cm_10"])
+    assert not (work.root / "finetune-none" / "pretrained").exists()  # not predicted twice
+
+
 @pytest.fixture(scope="module")
 def evaluated(work: Work, finetuned: Path) -> dict:
     work.run(

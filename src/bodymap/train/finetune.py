@@ -146,10 +146,13 @@ def run_finetune(args: argparse.Namespace, params: Params) -> dict[str, Any]:
                 args.template, checkpoint, held_out, args.cse, args.out, params.evaluate, p.train.device, size
             )
             # The same sets for the weights fine-tuning started from, so what it changed is read in one file.
-            metrics |= evaluate_checkpoint(
-                args.template, args.pretrained, held_out, args.cse, args.out / "pretrained", params.evaluate,
-                p.train.device, size, name="pretrained",
-            )  # fmt: skip
+            if p.mode == "none":  # the same weights: the same figures
+                metrics |= {f"pretrained/{k.removeprefix('bodymap/')}": v for k, v in metrics.items()}
+            else:
+                metrics |= evaluate_checkpoint(
+                    args.template, args.pretrained, held_out, args.cse, args.out / "pretrained", params.evaluate,
+                    p.train.device, size, name="pretrained",
+                )  # fmt: skip
             metrics["train_seconds"] = round(seconds, 1)
             metrics["examples"] = 0 if p.mode == "none" else len(dataset)
             tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
