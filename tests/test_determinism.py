@@ -30,6 +30,15 @@ def test_kernels_are_pinned_in_a_fresh_process_and_the_environment_wins():
         assert pinned["ATEN_CPU_CAPABILITY"] == "avx2" and capability == "AVX2"
 
 
+def test_opencv_knows_the_feature_it_is_told_to_disable():
+    # cv2.checkHardwareSupport(256) is CV_CPU_AVX512_SKX, the dispatch target the pinned name turns off.
+    code = "import cv2\nprint(cv2.checkHardwareSupport(256))\n"
+    env = {**os.environ, "OPENCV_CPU_DISABLE": CPU_KERNELS["OPENCV_CPU_DISABLE"]}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "unknown CPU feature" not in out.stderr, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"  # off whether or not the CPU has it
+
+
 def test_nothing_is_pinned_once_numpy_is_loaded(monkeypatch):
     # Here numpy and torch are loaded: their kernels are chosen, and workers must compute like this process.
     for name in CPU_KERNELS:

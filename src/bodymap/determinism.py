@@ -47,9 +47,10 @@ CPU_KERNELS = {
     "MKL_CBWR": "COMPATIBLE",
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's OpenBLAS: the AVX2 + FMA kernels
     # numpy's own SIMD loops (exp, log, sorts, ...) and OpenCV's (augmentation, image codecs): no AVX-512 builds.
-    # The names are numpy 2.4's and OpenCV 4.x/5.x's dispatch targets.
+    # The names are numpy 2.4's dispatch targets and OpenCV's run-time feature name for its AVX512_SKX target
+    # (hyphenated: OpenCV ignores "AVX512_SKX" with an "unknown CPU feature" line on stderr).
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-    "OPENCV_CPU_DISABLE": "AVX512_SKX",
+    "OPENCV_CPU_DISABLE": "AVX512-SKX",
 }
 # Set only on CPUs with these features: forcing AVX2 kernels on a CPU without would crash, and OpenCV prints a
 # warning when told to disable a feature the CPU lacks.
