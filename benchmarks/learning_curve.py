@@ -158,7 +158,7 @@ def write_outputs(rows: list[dict]) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig = Figure(figsize=(12, 3.6), dpi=100)
+    fig = Figure(figsize=(12, 4.4), dpi=100)
     axes = fig.subplots(1, 3)
     today = {model: recipe(model) for model in STAGE}  # read once, not per panel
     lines = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda m: (m[0] != "cse", m[1] != today[m[0]]))
@@ -172,7 +172,7 @@ def write_outputs(rows: list[dict]) -> None:
             mine.sort(key=lambda r: float(r["images_seen"]))
             if mine:
                 style = "o-" if name == today[model] else "o--"
-                label = model if name == today[model] else f"{model}, earlier recipe"
+                label = f"{name} (today)" if name == today[model] else f"{name} (earlier)"
                 xs, ys = [float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine]
                 ax.plot(xs, ys, style, color=f"C{i}", label=label, alpha=1.0 if name == today[model] else 0.6)
         base = [r for r in rows if key(r) == ("cse", today["cse"], 1.0) and r[column] not in (None, "")]
@@ -184,8 +184,10 @@ def write_outputs(rows: list[dict]) -> None:
         ax.set_xlabel("training images seen")
         ax.set_title(f"test split: {title}")
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.88, wspace=0.25)
+    # one legend under the panels: inside them it hid the curves, and the recipes need their full names
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize="small", frameon=False)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.3, top=0.93, wspace=0.25)
     fig.savefig(RESULTS / "learning_curve.png")
 
 
