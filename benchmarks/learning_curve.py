@@ -171,10 +171,9 @@ def write_outputs(rows: list[dict]) -> None:
             mine = [r for r in rows if (r["model"], r["recipe"]) == (model, name) and r[column] not in (None, "")]
             mine.sort(key=lambda r: float(r["images_seen"]))
             if mine:
-                style = "o-" if name == today[model] else "o--"
-                label = f"{name} (today)" if name == today[model] else f"{name} (earlier)"
+                style, label, alpha = ("o-", "today", 1.0) if name == today[model] else ("o--", "earlier", 0.6)
                 xs, ys = [float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine]
-                ax.plot(xs, ys, style, color=f"C{i}", label=label, alpha=1.0 if name == today[model] else 0.6)
+                ax.plot(xs, ys, style, color=f"C{i}", label=f"{name} ({label})", alpha=alpha)
         base = [r for r in rows if key(r) == ("cse", today["cse"], 1.0) and r[column] not in (None, "")]
         if base:  # BodyMap's images come on top of the 1x CSE's: its points are read against that line
             ax.axhline(float(base[0][column]), color="gray", linestyle=":", label="cse 1x (today's bodymap input)")
@@ -184,9 +183,13 @@ def write_outputs(rows: list[dict]) -> None:
         ax.set_xlabel("training images seen")
         ax.set_title(f"test split: {title}")
         ax.grid(alpha=0.3)
-    # one legend under the panels: inside them it hid the curves, and the recipes need their full names
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize="small", frameon=False)
+    # one legend under the panels: inside them it hid the curves, and the recipes need their full names. Every
+    # panel's lines, not the first panel's: a row may lack one panel's figure, so a recipe may be drawn in some only.
+    legend = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=2, fontsize="small", frameon=False)
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.3, top=0.93, wspace=0.25)
     fig.savefig(RESULTS / "learning_curve.png")
 
