@@ -161,7 +161,9 @@ def write_outputs(rows: list[dict]) -> None:
     fig = Figure(figsize=(12, 4.4), dpi=100)
     axes = fig.subplots(1, 3)
     today = {model: recipe(model) for model in STAGE}  # read once, not per panel
-    lines = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda m: (m[0] != "cse", m[1] != today[m[0]]))
+    # (model, recipe) itself breaks the ties: a set's order of strings changes from process to process (hash
+    # randomisation), and with it which colour each earlier recipe got
+    lines = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda m: (m[0] != "cse", m[1] != today[m[0]], m))
     for ax, (column, title) in zip(
         axes,
         [("test_cm_10", "within 10 cm (%)"), ("test_gpsm_ap", "GPSm AP"), ("test_window_10px", "10 px window (%)")],
