@@ -25,6 +25,8 @@ TINY = {
         "image_size": 64,
         "identities": 6,
         "train_images": 8,
+        "cse_train_images": 8,  # CSE's own split (1,600 by default: most of the render's time here)
+        "val_images": 4,
         "test_images": 4,
         "workers": 1,
         "contact_sheet": 4,
