@@ -49,6 +49,32 @@ def test_soft_loss_is_differentiable_in_pixels_and_w(template):
     assert soft_embedding_loss(stepped, embedding(), rows, 0.05, 0.1) < loss
 
 
+def _direct_soft_loss(pixels, vertices, rows, sigma_geodesic, sigma_embedding):
+    """The loss as written in the CSE paper: every [N, V] term built out."""
+    target = torch.softmax(-rows / sigma_geodesic, dim=1)
+    sq = (pixels[:, None, :] - vertices[None, :, :]).pow(2).sum(-1)  # (N, V)
+    return -(target * torch.log_softmax(-sq / sigma_embedding, dim=1)).sum(1).mean()
+
+
+@pytest.mark.parametrize("sigma_embedding", [0.05, 0.2])
+def test_soft_loss_equals_the_direct_form_in_value_and_gradients(template, sigma_embedding):
+    embedding, vertices, rows = _setup(template, n=24, seed=3)
+    torch.manual_seed(3)
+    # Off the unit sphere too: the expanded form must not rely on the vertex embeddings' norm.
+    table = embedding().detach().double() * (1.0 + 0.3 * torch.rand(template.num_vertices, 1).double())
+    table.requires_grad_(True)
+    pixels = torch.randn(len(vertices), 16, dtype=torch.float64, requires_grad=True)
+    expected = _direct_soft_loss(pixels.double(), table, rows.double(), 0.05, sigma_embedding)
+    grads_expected = torch.autograd.grad(expected, (pixels, table))
+    # The function computes in float32 (it casts), so compare at float32 tolerance.
+    got = soft_embedding_loss(pixels, table, rows, 0.05, sigma_embedding)
+    grads_got = torch.autograd.grad(got, (pixels, table))
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    for g, e in zip(grads_got, grads_expected, strict=True):
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+
+
 def test_training_crops_keep_full_resolution_around_a_person():
     # Two 40 x 40 images: a person in the bottom-right corner of the first, none in the second.
     vertex = torch.full((2, 40, 40), -1, dtype=torch.int64)
