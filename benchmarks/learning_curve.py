@@ -1,7 +1,7 @@
 """Benchmark: accuracy against training images seen, for BodyMap and for CSE, from the default budget up.
 
     .venv/bin/python benchmarks/learning_curve.py [--budgets 1 2 4 8] [--models cse bodymap] [--work DIR]
-        [--run DIR] [--baseline]
+        [--run DIR] [--baseline] [--tag TEXT]
 
 Needs a finished `make run` (its template, render and CSE outputs under `--run`, default this checkout; params from
 this checkout's params.yaml). For each budget b and
@@ -13,7 +13,9 @@ the last step), with the real stage command:
 
 and records the test-split figures: within 10 cm, GPSm AP and the 10 px window (plus val within 10 cm). Each row
 names its recipe (`recipe`: the 1x steps, CSE's training images and windows; BodyMap's names its input CSE's), so
-rows measured under earlier defaults stay in the file beside today's and are drawn dashed. With
+rows measured under earlier defaults stay in the file beside today's and are drawn dashed; `--tag` appends a note to
+the recipe (e.g. the machine: figures of two machines differ by several points at the same seed), so a curve
+measured elsewhere is its own line, not a continuation of another machine's. With
 `--baseline` the 1x rows are read from the run's own `metrics/` instead of trained again: with default params that
 stage *is* the 1x run. Results go to `benchmarks/results/learning_curve.csv` (one row per run, merged into the file
 as runs finish, so two invocations for different models may run side by side; a rerun skips the rows it has),
@@ -70,14 +72,21 @@ def key(row: dict) -> tuple[str, str, float]:
     return row["model"], row["recipe"], float(row["budget"])
 
 
-def row_from(model: str, budget: float, steps: int, batch: int, values: dict, seconds: float) -> dict:
+def tagged(name: str, tag: str | None) -> str:
+    return f"{name} [{tag}]" if tag else name
+
+
+def row_from(
+    model: str, budget: float, steps: int, batch: int, values: dict, seconds: float, tag: str | None = None
+) -> dict:
     prefix = "cse" if model == "cse" else "bodymap"
-    row = {"model": model, "recipe": recipe(model), "budget": budget, "steps": steps, "images_seen": steps * batch}
+    row = {"model": model, "recipe": tagged(recipe(model), tag), "budget": budget, "steps": steps}
+    row["images_seen"] = steps * batch
     row["train_seconds"] = round(values.get("train_seconds", seconds), 1)
     return row | {c: values.get(k.format(m=prefix)) for c, k in FIGURES.items()}
 
 
-def baseline(model: str, data: Path) -> dict:
+def baseline(model: str, data: Path, tag: str | None = None) -> dict:
     """The 1x row from the run's own stage metrics (`metrics/<stage>.json` beside its `data/`)."""
     stage = STAGE[model]
     path = data.parent / "metrics" / f"{stage}.json"
@@ -98,10 +107,10 @@ def baseline(model: str, data: Path) -> dict:
                 "the run's metrics are not this recipe's 1x (drop --baseline)"
             )
     steps, batch = default_steps(stage)
-    return row_from(model, 1.0, steps, batch, json.loads(path.read_text()), float("nan"))
+    return row_from(model, 1.0, steps, batch, json.loads(path.read_text()), float("nan"), tag)
 
 
-def run(model: str, budget: float, work: Path, data: Path) -> dict:
+def run(model: str, budget: float, work: Path, data: Path, tag: str | None = None) -> dict:
     stage = STAGE[model]
     steps, batch = default_steps(stage)
     steps = round(steps * budget)
@@ -119,7 +128,8 @@ def run(model: str, budget: float, work: Path, data: Path) -> dict:
     start = time.monotonic()
     print(f"{model} {budget:g}x: {steps} steps", flush=True)
     subprocess.run([sys.executable, "-m", "bodymap.cli", *args, "-q"], cwd=ROOT, env=env, check=True)
-    return row_from(model, budget, steps, batch, json.loads(metrics.read_text()), time.monotonic() - start)
+    seconds = time.monotonic() - start
+    return row_from(model, budget, steps, batch, json.loads(metrics.read_text()), seconds, tag)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -173,7 +183,8 @@ def write_outputs(rows: list[dict]) -> None:
             mine = [r for r in rows if (r["model"], r["recipe"]) == (model, name) and r[column] not in (None, "")]
             mine.sort(key=lambda r: float(r["images_seen"]))
             if mine:
-                style, label, alpha = ("o-", "today", 1.0) if name == today[model] else ("o--", "earlier", 0.6)
+                now = name == today[model] or name.startswith(today[model] + " [")
+                style, label, alpha = ("o-", "today", 1.0) if now else ("o--", "earlier", 0.6)
                 xs, ys = [float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine]
                 ax.plot(xs, ys, style, color=f"C{i}", label=f"{name} ({label})", alpha=alpha)
         base = [r for r in rows if key(r) == ("cse", today["cse"], 1.0) and r[column] not in (None, "")]
@@ -203,6 +214,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bodymap-learning-curve"))
     parser.add_argument("--run", type=Path, default=ROOT, help="checkout of a finished `make run` (its data/)")
     parser.add_argument("--baseline", action="store_true", help="1x rows from the run's metrics/, not retrained")
+    parser.add_argument("--tag", help="note appended to the recipe, e.g. the machine the curve was measured on")
     args = parser.parse_args()
     data = args.run / "data"
     if not (data / "cse").is_dir():
@@ -211,9 +223,12 @@ def main() -> int:
     path = RESULTS / "learning_curve.csv"
     for model in args.models:
         for budget in args.budgets:
-            if (model, recipe(model), float(budget)) in {key(r) for r in read_rows(path)}:
+            if (model, tagged(recipe(model), args.tag), float(budget)) in {key(r) for r in read_rows(path)}:
                 continue
-            fresh = baseline(model, data) if args.baseline and budget == 1 else run(model, budget, args.work, data)
+            if args.baseline and budget == 1:
+                fresh = baseline(model, data, args.tag)
+            else:
+                fresh = run(model, budget, args.work, data, args.tag)
             write_outputs(add_row(path, fresh))
     rows = read_rows(path)
     write_outputs(rows)

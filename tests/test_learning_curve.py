@@ -54,6 +54,11 @@ def test_the_1x_rows_are_the_runs_own_stage_metrics(tmp_path: Path) -> None:
     assert (row["steps"], row["images_seen"], row["budget"]) == (steps, steps * batch, 1.0)
     assert (row["test_cm_10"], row["test_gpsm_ap"], row["val_cm_10"], row["train_seconds"]) == (12.0, 12.5, 12.2, 9.0)
     assert row["test_window_10px"] is None  # absent in the run's metrics: left empty, not invented
+    tagged = curve.baseline("bodymap", tmp_path / "data", tag="another machine")
+    assert tagged["recipe"] == curve.recipe("bodymap") + " [another machine]"
+    path = tmp_path / "curve.csv"
+    curve.add_row(path, row)
+    assert len(curve.add_row(path, tagged)) == 2  # a curve of another machine is its own line, not a rerun
     with pytest.raises(SystemExit, match=r"metrics/cse_init\.json"):
         curve.baseline("cse", tmp_path / "data")
 
