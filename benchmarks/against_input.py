@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodymap.eval.accuracy import geodesic_error
 from bodymap.template.geodesic import Geodesics
 
 MODELS = {
@@ -67,12 +68,10 @@ def against_input(gt_dir: Path, inputs: Path, predictions: Path, geodesics: Geod
                 f"expected the GT's {fg.shape}"
             )
         given, pred = given[fg], pred[fg]
-        right = {}
-        for name, vertex in (("input", given), ("model", pred)):
-            seen = vertex >= 0  # background is a miss
-            hit = np.zeros(len(truth), bool)
-            hit[seen] = geodesics.pair(truth[seen], vertex[seen]) <= cm / 100.0
-            right[name] = hit
+        # geodesic_error is inf where a map says background, so background is a miss
+        right = {
+            name: geodesic_error(truth, v, geodesics) <= cm / 100.0 for name, v in (("input", given), ("model", pred))
+        }
         total += len(truth)
         counts["input"] += right["input"].sum()
         counts["model"] += right["model"].sum()
