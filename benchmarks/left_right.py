@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodymap.eval.accuracy import geodesic_error
 from bodymap.template import BodyTemplate
 
 MODELS = {
@@ -39,10 +40,9 @@ def left_right(gt_dir: Path, predictions: Path, template: BodyTemplate, cm: floa
         pred = np.load(predictions / gt_path.name)["vertex"]
         fg = gt["mask"] & (gt["vertex"] >= 0)
         truth, vertex, person = gt["vertex"][fg], pred[fg], gt["person"][fg]
-        seen = vertex >= 0  # predicted background is a miss either way
-        right, mirror = np.zeros(len(truth), bool), np.zeros(len(truth), bool)
-        right[seen] = template.geodesics.pair(truth[seen], vertex[seen]) <= cm / 100.0
-        mirror[seen] = template.geodesics.pair(truth[seen], template.symmetry[vertex[seen]]) <= cm / 100.0
+        mirrored = np.where(vertex >= 0, template.symmetry[np.maximum(vertex, 0)], -1)  # background stays background
+        right = geodesic_error(truth, vertex, template.geodesics) <= cm / 100.0  # background: a miss either way
+        mirror = geodesic_error(truth, mirrored, template.geodesics) <= cm / 100.0
         total += len(truth)
         hits["as predicted"] += right.sum()
         hits["mirrored"] += mirror.sum()
