@@ -1,7 +1,7 @@
 """Benchmark: accuracy against training images seen, for BodyMap and for CSE, from the default budget up.
 
     .venv/bin/python benchmarks/learning_curve.py [--budgets 1 2 4 8] [--models cse bodymap] [--work DIR]
-        [--run DIR] [--baseline] [--tag TEXT]
+        [--run DIR] [--baseline] [--tag TEXT] [--seeds 0 1 2]
 
 Needs a finished `make run` (its template, render and CSE outputs under `--run`, default this checkout; params from
 this checkout's params.yaml). For each budget b and
@@ -19,8 +19,10 @@ measured elsewhere is its own line, not a continuation of another machine's. Wit
 `--baseline` the 1x rows are read from the run's own `metrics/` instead of trained again: with default params that
 stage *is* the 1x run. Results go to `benchmarks/results/learning_curve.csv` (one row per run, merged into the file
 as runs finish, so two invocations for different models may run side by side; a rerun skips the rows it has),
-`.md` and `.png`. Runs take b times the stage's default time (BodyMap at 8x: about 8 x its `make run` share),
-so run it in the background.
+`.md` and `.png`. `--seeds` trains each budget once per seed (the stage's `train.seed`: its initialisation, batch
+order and augmentation), so a step between budgets can be read against the run-to-run spread at one budget; the
+plot draws the mean of a budget's seeds with their range as an error bar. Runs take b times the stage's default
+time (BodyMap at 8x: about 8 x its `make run` share), so run it in the background.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ FIGURES = {  # column -> metric key, {m} = the model's prefix in the stage's met
     "test_window_10px": "{m}/test/window_10px",
     "val_cm_10": "{m}/val/cm_10",
 }
-COLUMNS = ["model", "recipe", "budget", "steps", "images_seen", "train_seconds", *FIGURES]
+COLUMNS = ["model", "recipe", "budget", "seed", "steps", "images_seen", "train_seconds", *FIGURES]
 
 
 def train_params(stage: str, path: Path = ROOT / "params.yaml") -> dict:
@@ -68,8 +70,13 @@ def recipe(model: str, path: Path = ROOT / "params.yaml") -> str:
     return cse_recipe if model == "cse" else f"BodyMap {params['pretrain']['train']['steps']} steps on {cse_recipe}"
 
 
-def key(row: dict) -> tuple[str, str, float]:
-    return row["model"], row["recipe"], float(row["budget"])
+def default_seed(stage: str) -> int:
+    return int(train_params(stage).get("seed", 0))
+
+
+def key(row: dict) -> tuple[str, str, float, int]:
+    # a row from before seeds were recorded was trained at the default seed, which has always been 0
+    return row["model"], row["recipe"], float(row["budget"]), int(row.get("seed") or 0)
 
 
 def tagged(name: str, tag: str | None) -> str:
@@ -77,10 +84,11 @@ def tagged(name: str, tag: str | None) -> str:
 
 
 def row_from(
-    model: str, budget: float, steps: int, batch: int, values: dict, seconds: float, tag: str | None = None
+    model: str, budget: float, steps: int, batch: int, values: dict, seconds: float, tag: str | None = None, seed=None
 ) -> dict:
     prefix = "cse" if model == "cse" else "bodymap"
-    row = {"model": model, "recipe": tagged(recipe(model), tag), "budget": budget, "steps": steps}
+    seed = default_seed(STAGE[model]) if seed is None else seed
+    row = {"model": model, "recipe": tagged(recipe(model), tag), "budget": budget, "seed": seed, "steps": steps}
     row["images_seen"] = steps * batch
     row["train_seconds"] = round(values.get("train_seconds", seconds), 1)
     return row | {c: values.get(k.format(m=prefix)) for c, k in FIGURES.items()}
@@ -110,11 +118,12 @@ def baseline(model: str, data: Path, tag: str | None = None) -> dict:
     return row_from(model, 1.0, steps, batch, json.loads(path.read_text()), float("nan"), tag)
 
 
-def run(model: str, budget: float, work: Path, data: Path, tag: str | None = None) -> dict:
+def run(model: str, budget: float, work: Path, data: Path, tag: str | None = None, seed: int | None = None) -> dict:
     stage = STAGE[model]
     steps, batch = default_steps(stage)
     steps = round(steps * budget)
-    out = work / f"{model}-{budget:g}x"
+    seed = default_seed(stage) if seed is None else seed
+    out = work / (f"{model}-{budget:g}x" + ("" if seed == default_seed(stage) else f"-seed{seed}"))
     metrics = out / "metrics.json"
     common = ["--template", str(data / "template"), "--render", str(data / "render")]
     if model == "cse":
@@ -123,13 +132,13 @@ def run(model: str, budget: float, work: Path, data: Path, tag: str | None = Non
         args = [stage, *common, "--cse", str(data / "cse"), "--model-dir", str(out / "model")]
         args += ["--out", str(out / "evaluation")]
     args += ["--metrics", str(metrics), "--set", f"{stage}.train.steps={steps}"]
-    args += ["--set", f"{stage}.train.checkpoint_every={max(steps // 8, 1)}"]
+    args += ["--set", f"{stage}.train.checkpoint_every={max(steps // 8, 1)}", "--set", f"{stage}.train.seed={seed}"]
     env = {**os.environ, "BODYMAP_TRACKING": "0"}
     start = time.monotonic()
-    print(f"{model} {budget:g}x: {steps} steps", flush=True)
+    print(f"{model} {budget:g}x, seed {seed}: {steps} steps", flush=True)
     subprocess.run([sys.executable, "-m", "bodymap.cli", *args, "-q"], cwd=ROOT, env=env, check=True)
     seconds = time.monotonic() - start
-    return row_from(model, budget, steps, batch, json.loads(metrics.read_text()), seconds, tag)
+    return row_from(model, budget, steps, batch, json.loads(metrics.read_text()), seconds, tag, seed)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -156,7 +165,7 @@ def write_outputs(rows: list[dict]) -> None:
     def cell(column: str, v) -> str:
         if v in (None, ""):
             return "–"
-        if column in ("model", "recipe", "steps", "images_seen"):
+        if column in ("model", "recipe", "seed", "steps", "images_seen"):
             return str(v)
         return f"{float(v):g}" if column == "budget" else f"{float(v):.1f}"
 
@@ -168,28 +177,43 @@ def write_outputs(rows: list[dict]) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig = Figure(figsize=(12, 4.4), dpi=100)
+    fig = Figure(figsize=(12, 4.6), dpi=100)
     axes = fig.subplots(1, 3)
     today = {model: recipe(model) for model in STAGE}  # read once, not per panel
     # (model, recipe) itself breaks the ties: a set's order of strings changes from process to process (hash
     # randomisation), and with it which colour each earlier recipe got
     lines = sorted({(r["model"], r["recipe"]) for r in rows}, key=lambda m: (m[0] != "cse", m[1] != today[m[0]], m))
+    seeded = False
     for ax, (column, title) in zip(
         axes,
         [("test_cm_10", "within 10 cm (%)"), ("test_gpsm_ap", "GPSm AP"), ("test_window_10px", "10 px window (%)")],
         strict=True,
     ):
         for i, (model, name) in enumerate(lines):
-            mine = [r for r in rows if (r["model"], r["recipe"]) == (model, name) and r[column] not in (None, "")]
-            mine.sort(key=lambda r: float(r["images_seen"]))
-            if mine:
+            seeds = {}  # images seen -> that budget's figures, one per seed
+            for r in rows:
+                if (r["model"], r["recipe"]) == (model, name) and r[column] not in (None, ""):
+                    seeds.setdefault(float(r["images_seen"]), []).append(float(r[column]))
+            if seeds:
                 now = name == today[model] or name.startswith(today[model] + " [")
                 style, label, alpha = ("o-", "today", 1.0) if now else ("o--", "earlier", 0.6)
-                xs, ys = [float(r["images_seen"]) for r in mine], [float(r[column]) for r in mine]
-                ax.plot(xs, ys, style, color=f"C{i}", label=f"{name} ({label})", alpha=alpha)
-        base = [r for r in rows if key(r) == ("cse", today["cse"], 1.0) and r[column] not in (None, "")]
+                xs = sorted(seeds)
+                means = [sum(seeds[x]) / len(seeds[x]) for x in xs]
+                spread = [
+                    [m - min(seeds[x]) for x, m in zip(xs, means, strict=True)],
+                    [max(seeds[x]) - m for x, m in zip(xs, means, strict=True)],
+                ]
+                seeded |= any(len(v) > 1 for v in seeds.values())
+                label = f"{name} ({label})"
+                ax.errorbar(xs, means, yerr=spread, fmt=style, color=f"C{i}", label=label, alpha=alpha, capsize=3)
+        base = [r for r in rows if key(r)[:3] == ("cse", today["cse"], 1.0) and r[column] not in (None, "")]
         if base:  # BodyMap's images come on top of the 1x CSE's: its points are read against that line
-            ax.axhline(float(base[0][column]), color="gray", linestyle=":", label="cse 1x (today's bodymap input)")
+            ax.axhline(
+                sum(float(r[column]) for r in base) / len(base),
+                color="gray",
+                linestyle=":",
+                label="cse 1x (today's bodymap input)",
+            )
         ax.set_xscale("log", base=2)  # budgets double: one tick per doubling of images seen
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1024:g}k"))  # 16k, not 16384
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -202,8 +226,27 @@ def write_outputs(rows: list[dict]) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=2, fontsize="small", frameon=False)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.3, top=0.93, wspace=0.25)
+    order = sorted(legend, key=lambda label: label.startswith("cse 1x"))  # the reference line last, as it is read
+    fig.legend(
+        [legend[k] for k in order],
+        order,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.035),
+        ncol=2,
+        fontsize="small",
+        frameon=False,
+    )
+    if seeded:  # the legend's labels are long enough already: one note for the whole figure
+        fig.text(
+            0.5,
+            0.005,
+            "where a budget was trained with several seeds: their mean, and their range as the bar",
+            ha="center",
+            va="bottom",
+            fontsize="small",
+            style="italic",
+        )
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.32, top=0.93, wspace=0.25)
     fig.savefig(RESULTS / "learning_curve.png")
 
 
@@ -215,6 +258,7 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=ROOT, help="checkout of a finished `make run` (its data/)")
     parser.add_argument("--baseline", action="store_true", help="1x rows from the run's metrics/, not retrained")
     parser.add_argument("--tag", help="note appended to the recipe, e.g. the machine the curve was measured on")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the stage's train.seed, one run each (default: params')")
     args = parser.parse_args()
     data = args.run / "data"
     if not (data / "cse").is_dir():
@@ -222,14 +266,16 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "learning_curve.csv"
     for model in args.models:
+        seeds = args.seeds or [default_seed(STAGE[model])]
         for budget in args.budgets:
-            if (model, tagged(recipe(model), args.tag), float(budget)) in {key(r) for r in read_rows(path)}:
-                continue
-            if args.baseline and budget == 1:
-                fresh = baseline(model, data, args.tag)
-            else:
-                fresh = run(model, budget, args.work, data, args.tag)
-            write_outputs(add_row(path, fresh))
+            for seed in seeds:
+                if (model, tagged(recipe(model), args.tag), float(budget), seed) in {key(r) for r in read_rows(path)}:
+                    continue
+                if args.baseline and budget == 1 and seed == default_seed(STAGE[model]):
+                    fresh = baseline(model, data, args.tag)
+                else:
+                    fresh = run(model, budget, args.work, data, args.tag, seed)
+                write_outputs(add_row(path, fresh))
     rows = read_rows(path)
     write_outputs(rows)
     print((RESULTS / "learning_curve.md").read_text())

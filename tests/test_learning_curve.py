@@ -79,3 +79,34 @@ def test_a_run_with_another_training_recipe_is_not_taken_for_the_1x_row(tmp_path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(SystemExit, match=r"the run's recipe is .*whole images"):
         curve.baseline("bodymap", tmp_path / "data")
+
+
+def test_each_seed_is_its_own_row_and_rows_from_before_seeds_are_seed_0(tmp_path: Path) -> None:
+    curve = _curve()
+    path = tmp_path / "curve.csv"
+    old = _row(curve, "bodymap", 16, 50.9)
+    del old["seed"]  # a file written before the seed column
+    with path.open("w") as f:
+        f.write(",".join(k for k in old) + "\n" + ",".join("" if v is None else str(v) for v in old.values()) + "\n")
+    assert curve.key(curve.read_rows(path)[0])[-1] == 0
+    curve.add_row(path, _row(curve, "bodymap", 16, 51.5) | {"seed": 1})
+    rows = curve.add_row(path, _row(curve, "bodymap", 16, 52.0) | {"seed": 1})  # a rerun of seed 1 replaces it
+    assert sorted((int(r["seed"] or 0), float(r["test_cm_10"])) for r in rows) == [(0, 50.9), (1, 52.0)]
+
+
+def test_a_seeded_run_trains_with_that_seed_in_its_own_directory(tmp_path: Path, monkeypatch) -> None:
+    curve = _curve()
+    calls = []
+
+    def stage(args, **_):  # stands in for the stage command: records its arguments, writes its metrics
+        calls.append(args)
+        out = Path(args[args.index("--metrics") + 1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"bodymap/test/cm_10": 40.0 + len(calls)}))
+
+    monkeypatch.setattr(curve.subprocess, "run", stage)
+    rows = [curve.run("bodymap", 2, tmp_path, tmp_path / "data", seed=s) for s in (0, 3)]
+    assert [r["seed"] for r in rows] == [0, 3] and [r["test_cm_10"] for r in rows] == [41.0, 42.0]
+    assert "pretrain.train.seed=0" in calls[0] and "pretrain.train.seed=3" in calls[1]
+    dirs = [Path(c[c.index("--metrics") + 1]).parent.name for c in calls]
+    assert dirs == ["bodymap-2x", "bodymap-2x-seed3"]  # the default seed keeps the directory earlier runs used
