@@ -15,6 +15,12 @@ vertex where the input was right. Shares are of all GT foreground pixels, so
 BodyMap pretrained (`data/pretrain/predictions/<split>`) and registered
 (`data/evaluation/predictions/bodymap/<split>`), and any `--model NAME=DIR` (a dense prediction set, e.g. a
 learning-curve run's `evaluation/predictions/<split>`).
+
+A split is a few dozen images of a few identities, so a gap between two models on it is also a draw of those
+images. Beside the shares, the gap (model - input, points) gets a 95 % interval from a paired bootstrap over the
+split's images (`--resamples` draws of as many images with replacement, both models scored on the same draw, seeded:
+the same figures on every run). A gap whose interval spans 0 is not one the split can tell from image sampling;
+training seeds are a second, separate spread (`scripts/seeds.py`, `benchmarks/learning_curve.py --seeds`).
 """
 
 from __future__ import annotations
@@ -52,11 +58,11 @@ def _vertex(directory: Path, name: str) -> np.ndarray:
         return data["vertex"]
 
 
-def against_input(gt_dir: Path, inputs: Path, predictions: Path, geodesics: Geodesics, cm: float) -> dict[str, float]:
-    """The shares (%) of `COLUMNS` over every GT foreground pixel of `gt_dir` (a split's `gt/*.npz`), for the input
-    and model predictions of the same names (`vertex` [H, W], -1 for background)."""
-    counts = dict.fromkeys(COLUMNS, 0)
-    total = 0
+def image_counts(gt_dir: Path, inputs: Path, predictions: Path, geodesics: Geodesics, cm: float) -> dict:
+    """Per image of `gt_dir` (a split's `gt/*.npz`, in name order), the pixel counts behind each of `COLUMNS` and
+    the GT foreground pixel count ("pixels"), for the input and model predictions of the same names (`vertex`
+    [H, W], -1 for background). Returns {column: [n_images] int64}."""
+    per_image = []
     for gt_path in sorted(gt_dir.glob("*.npz")):
         with np.load(gt_path) as gt:
             fg = gt["mask"] & (gt["vertex"] >= 0)
@@ -72,15 +78,42 @@ def against_input(gt_dir: Path, inputs: Path, predictions: Path, geodesics: Geod
         right = {
             name: geodesic_error(truth, v, geodesics) <= cm / 100.0 for name, v in (("input", given), ("model", pred))
         }
-        total += len(truth)
-        counts["input"] += right["input"].sum()
-        counts["model"] += right["model"].sum()
-        counts["keeps the input"] += (pred == given).sum()
-        counts["fixed"] += (~right["input"] & right["model"]).sum()
         broken = right["input"] & ~right["model"]
-        counts["broken to background"] += (broken & (pred < 0)).sum()
-        counts["broken to another vertex"] += (broken & (pred >= 0)).sum()
-    return {k: 100.0 * int(v) / max(total, 1) for k, v in counts.items()}
+        per_image.append(
+            {
+                "pixels": len(truth),
+                "input": right["input"].sum(),
+                "model": right["model"].sum(),
+                "keeps the input": (pred == given).sum(),
+                "fixed": (~right["input"] & right["model"]).sum(),
+                "broken to background": (broken & (pred < 0)).sum(),
+                "broken to another vertex": (broken & (pred >= 0)).sum(),
+            }
+        )
+    return {k: np.array([int(c[k]) for c in per_image], np.int64) for k in ["pixels", *COLUMNS]}
+
+
+def shares(counts: dict) -> dict[str, float]:
+    """The shares (%) of `COLUMNS` over all GT foreground pixels of `image_counts`' images."""
+    total = max(int(counts["pixels"].sum()), 1)
+    return {k: 100.0 * int(counts[k].sum()) / total for k in COLUMNS}
+
+
+def against_input(gt_dir: Path, inputs: Path, predictions: Path, geodesics: Geodesics, cm: float) -> dict[str, float]:
+    """The shares (%) of `COLUMNS` over every GT foreground pixel of `gt_dir`; see `image_counts`."""
+    return shares(image_counts(gt_dir, inputs, predictions, geodesics, cm))
+
+
+def gap_interval(counts: dict, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval (points) of model - input accuracy under a paired bootstrap over the images of `counts`."""
+    n = len(counts["pixels"])
+    if n == 0:
+        return float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    pixels = np.maximum(counts["pixels"][draws].sum(axis=1), 1)
+    gaps = 100.0 * (counts["model"][draws].sum(axis=1) - counts["input"][draws].sum(axis=1)) / pixels
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def main() -> int:
@@ -89,6 +122,7 @@ def main() -> int:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--cm", type=float, default=10.0)
     parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="another prediction set")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap draws for the gap's interval")
     args = parser.parse_args()
     models = {name: args.run / pattern.format(split=args.split) for name, pattern in MODELS.items()}
     for spec in args.model:
@@ -100,13 +134,17 @@ def main() -> int:
     gt_dir = args.run / "data" / "render" / args.split / "gt"
     inputs = args.run / "data" / "cse" / args.split
     print(f"{args.split} split, within {args.cm:g} cm, % of GT foreground pixels; input: CSE ({inputs})\n")
-    print("| model | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
+    header = [*COLUMNS, "model - input", "95 % over images"]
+    print("| model | " + " | ".join(header) + " |\n|---|" + "---|" * len(header))
     for name, predictions in models.items():
         if not predictions.is_dir():
-            print(f"| {name} | " + " | ".join("–" for _ in COLUMNS) + f" |  (no {predictions})")
+            print(f"| {name} | " + " | ".join("–" for _ in header) + f" |  (no {predictions})")
             continue
-        shares = against_input(gt_dir, inputs, predictions, geodesics, args.cm)
-        print(f"| {name} | " + " | ".join(f"{shares[c]:.2f}" for c in COLUMNS) + " |")
+        counts = image_counts(gt_dir, inputs, predictions, geodesics, args.cm)
+        share = shares(counts)
+        low, high = gap_interval(counts, args.resamples)
+        cells = [f"{share[c]:.2f}" for c in COLUMNS] + [f"{share['model'] - share['input']:+.2f}"]
+        print(f"| {name} | " + " | ".join(cells) + f" | {low:+.2f} .. {high:+.2f} |")
     return 0
 
 

@@ -79,3 +79,23 @@ def test_a_missing_prediction_names_the_file(rendered: Path, template, tmp_path:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match=r"empty/.*\.npz: missing"):
         ai.against_input(gt_dir, tmp_path / "empty", tmp_path / "empty", template.geodesics, 10.0)
+
+
+def test_the_gap_interval_is_paired_over_images_and_seeded(rendered: Path, template, tmp_path: Path) -> None:
+    ai = load_script("benchmarks/against_input.py")
+    gt_dir = rendered / "test" / "gt"
+    _write(gt_dir, tmp_path / "truth", lambda gt: np.where(gt["mask"], gt["vertex"], -1))
+    _write(gt_dir, tmp_path / "none", lambda gt: np.full(gt["vertex"].shape, -1))
+    geo = template.geodesics
+    same = ai.image_counts(gt_dir, tmp_path / "truth", tmp_path / "truth", geo, 10.0)
+    assert ai.gap_interval(same) == (0.0, 0.0)  # paired: the same model on every draw has no gap at all
+    up = ai.image_counts(gt_dir, tmp_path / "none", tmp_path / "truth", geo, 10.0)
+    assert ai.gap_interval(up) == pytest.approx((100.0, 100.0))  # every pixel fixed, on every draw
+    # half the images fixed, half not: a gap that depends on which images are drawn
+    half = {k: v.copy() for k, v in up.items()}
+    half["model"][::2] = 0
+    gap = ai.shares(half)["model"] - ai.shares(half)["input"]
+    low, high = ai.gap_interval(half)
+    assert low < gap < high and high - low > 1.0
+    assert ai.gap_interval(half) == (low, high)  # seeded: the same interval on every run
+    assert ai.gap_interval(half, seed=1) != (low, high)
